@@ -21,15 +21,14 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import logs
-from .backends import BACKEND_KINDS, create_backend
-from .backends.base import BackendOptions, LLMError
+from .backends import KINDS, LLMError, create_backend
 from .jsonrpc import Dispatcher, Session, dumps, notification, parse
 from .mcp import build_dispatcher
 from .records import RecordError, load_patients
@@ -107,16 +106,15 @@ async def build_app(config: Config) -> App:
             show_progress=config.show_progress,
         )
 
-    options = BackendOptions(
+    backend_ready = create_backend(
+        config.backend,
         model=config.model,
         model_path=config.model_path,
         ollama_host=config.ollama_host,
         timeout=config.llm_timeout,
     )
     try:
-        index, (backend, reason) = await asyncio.gather(
-            open_index(), create_backend(config.backend, options)
-        )
+        index, (backend, reason) = await asyncio.gather(open_index(), backend_ready)
     except (SearchError, LLMError) as exc:
         raise StartupError(str(exc)) from None
     server_log.info("LLM backend: %s (model %s): %s", backend.name, backend.model, reason)
@@ -308,7 +306,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     )
     p.add_argument(
         "--backend",
-        choices=("auto", *BACKEND_KINDS),
+        choices=KINDS,
         default="auto",
         help="LLM backend; auto = Ollama if reachable with the model pulled, else embedded",
     )
@@ -387,6 +385,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; returns the exit code (2: cannot start)."""
     config = parse_args(argv)
     logs.setup(config.log_level)
     try:
@@ -399,4 +398,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["Config", "StartupError", "Transport", "build_app", "main", "running"]
+def exit_now(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown.
+
+    By the time `main` returns, every save is fsynced and every connection closed; what is
+    left is finalising torch, Chroma and llama.cpp, which takes seconds and would break the
+    promise that SIGTERM stops the server within two.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+__all__ = ["Config", "StartupError", "Transport", "build_app", "exit_now", "main", "running"]

@@ -1,0 +1,492 @@
+"""The real server over real WebSockets with the real embedded model and real files."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from .conftest import ServerProcess
+from .rpc import Peer
+
+SHORT = 24  # max_tokens for tests that only need a stream, not a full summary
+
+
+@pytest.fixture
+async def peer(shared_server: ServerProcess):
+    p = await Peer.open(shared_server.url)
+    yield p
+    await p.close()
+
+
+async def test_search_fetch_and_errors(peer: Peer) -> None:
+    result = await peer.result("search", {"query": "diabetes", "top_k": 3})
+    assert len(result["results"]) == 3
+    hit = result["results"][0]
+    assert set(hit) >= {"patient_id", "name", "age", "gender", "score", "matched"}
+    record = (await peer.result("fetch", {"patient_id": hit["patient_id"]}))["patient"]
+    assert record["name"] == hit["name"]
+    assert isinstance(record["visit_history"], list) and record["visit_history"]
+
+    unknown = await peer.call("fetch", {"patient_id": 99999})
+    assert unknown["error"]["code"] == -32001
+    assert "99999" in unknown["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "params", "param"),
+    [
+        ("fetch", {}, "patient_id"),
+        ("fetch", {"patient_id": "11"}, "patient_id"),
+        ("fetch", {"patient_id": 0}, "patient_id"),
+        ("fetch", {"patient_id": 2**80}, "patient_id"),
+        ("fetch", {"patient_id": 1, "extra": 1}, "extra"),
+        ("search", {"query": ""}, "query"),
+        ("search", {"query": "x" * 501}, "query"),
+        ("search", {"query": "asthma", "top_k": 51}, "top_k"),
+        ("search", {"query": "asthma", "filters": {"colour": "red"}}, "filters.colour"),
+        ("search", {"query": "asthma", "filters": {"min_age": "old"}}, "filters.min_age"),
+        ("summarize", {"patient_id": 1, "max_tokens": 0}, "max_tokens"),
+        ("save_summary", {"summary_id": 5}, "summary_id"),
+    ],
+)
+async def test_invalid_params_name_the_parameter(
+    peer: Peer, method: str, params: dict, param: str
+) -> None:
+    reply = await peer.call(method, params)
+    assert reply["error"]["code"] == -32602
+    assert f"'{param}'" in reply["error"]["message"]
+
+
+async def test_protocol_errors_over_the_wire(peer: Peer) -> None:
+    await peer.raw("{not json")
+    assert (await peer.next_unmatched())["error"]["code"] == -32700
+    await peer.raw('{"jsonrpc":"2.0","method":"nope","id":7}')
+    assert (await peer.next_unmatched())["error"]["code"] == -32601
+    await peer.raw("[]")
+    assert (await peer.next_unmatched())["error"]["code"] == -32600
+    await peer.raw('[{"jsonrpc":"2.0","method":"ping","id":"a"},{"jsonrpc":"2.0","method":"x"}]')
+    assert await peer.next_unmatched() == [{"jsonrpc": "2.0", "id": "a", "result": {}}]
+    # A notification for an unknown method is silently dropped; the connection stays up.
+    await peer.notify("nothing/here", {})
+    assert await peer.result("ping") == {}
+
+
+async def test_summarize_streams_every_token_in_order(
+    peer: Peer, shared_server: ServerProcess
+) -> None:
+    rid, fut = peer.start("summarize", {"patient_id": 11, "max_tokens": 64})
+    result = (await asyncio.wait_for(fut, 120))["result"]
+    tokens = peer.tokens(rid)
+    assert [t["index"] for t in tokens] == list(range(len(tokens)))
+    assert "".join(t["token"] for t in tokens) == result["summary"]
+    assert result["tokens"] == len(tokens) - 1  # index 0 is the prefill in the record's words
+    record = (await peer.result("fetch", {"patient_id": 11}))["patient"]
+    assert result["summary"].startswith(record["name"])
+    assert result["backend"] == "embedded" and result["model"]
+    for key in ("ttft_ms", "tokens_per_s", "duration_ms"):
+        assert result[key] > 0
+    assert set(result["grounding"]) >= {"supported", "unsupported", "missing", "coverage"}
+    assert shared_server.wait_for(f"Starting streaming summary generation for {record['name']}")
+    assert shared_server.wait_for("Streaming complete (")
+
+
+async def test_saved_row_is_exactly_the_generated_summary(tmp_path: Path, data_dir: Path) -> None:
+    summaries = tmp_path / "patient_summaries.csv"
+    server = ServerProcess(
+        [
+            "--backend",
+            "embedded",
+            "--data",
+            str(data_dir / "patient_data.csv"),
+            "--summaries",
+            str(summaries),
+        ]
+    ).wait_ready()
+    try:
+        p = await Peer.open(server.url)
+        result = await p.result("summarize", {"patient_id": 45, "max_tokens": 48})
+        saved = await p.call("save_summary", {"summary_id": result["summary_id"]})
+        if "error" in saved:  # unsupported claims: saving needs a second, explicit yes
+            assert saved["error"]["code"] == -32005
+            assert saved["error"]["data"]["unsupported"]
+            saved = await p.call(
+                "save_summary", {"summary_id": result["summary_id"], "force": True}
+            )
+        assert saved["result"]["saved"] is True
+        with summaries.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["patient_id"] for r in rows] == ["45"]
+        assert rows[0]["summary"] == result["summary"]
+        assert rows[0]["grounded"] == str(result["grounding"]["ok"]).lower()
+        unknown = await p.call("save_summary", {"summary_id": "f" * 32})
+        assert unknown["error"]["code"] == -32002
+        listed = await p.result("list_summaries")
+        assert listed["summaries"][0]["summary"] == result["summary"]
+        await p.close()
+        assert server.wait_for("[CSV] Saved summary for patient 45")
+    finally:
+        server.stop()
+
+
+async def test_cancel_stops_generation_and_sends_no_reply(
+    peer: Peer, shared_server: ServerProcess
+) -> None:
+    rid, fut = peer.start("summarize", {"patient_id": 3, "max_tokens": 400})
+    while len(peer.tokens(rid)) < 4:
+        await asyncio.sleep(0.01)
+    await peer.notify("notifications/cancelled", {"requestId": rid, "reason": "user"})
+    assert await peer.result("ping") == {}
+    count = len(peer.tokens(rid))
+    await asyncio.sleep(0.5)
+    assert len(peer.tokens(rid)) <= count + 1  # at most the token already in flight
+    assert not fut.done()  # no reply, as MCP says
+    assert shared_server.wait_for("cancelled after")
+
+
+async def test_disconnect_mid_stream_cancels_generation(shared_server: ServerProcess) -> None:
+    p = await Peer.open(shared_server.url)
+    rid, _ = p.start("summarize", {"patient_id": 7, "max_tokens": 400})
+    while len(p.tokens(rid)) < 3:
+        await asyncio.sleep(0.01)
+    before = shared_server.log.count("cancelled after")
+    await p.close()
+    deadline = time.monotonic() + 10
+    while shared_server.log.count("cancelled after") == before and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert shared_server.log.count("cancelled after") > before
+
+
+async def test_ping_answers_while_ten_summaries_stream(
+    peer: Peer, shared_server: ServerProcess
+) -> None:
+    others = [await Peer.open(shared_server.url) for _ in range(2)]
+    conns = (peer, *others)
+    running = []
+    for i in range(10):
+        running.append(conns[i % 3].start("summarize", {"patient_id": 20 + i, "max_tokens": SHORT}))
+    while not any(c.notes for c in conns):
+        await asyncio.sleep(0.01)
+    delays = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        assert await peer.result("ping") == {}
+        delays.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.02)
+    results = await asyncio.gather(*(asyncio.wait_for(f, 300) for _, f in running))
+    assert all("result" in r for r in results)
+    ids = [r["result"]["summary_id"] for r in results]
+    assert len(set(ids)) == 10
+    delays.sort()
+    # Not a timing assertion on the model: a blocked loop would hold pings for whole tokens.
+    assert delays[len(delays) // 2] < 0.25, delays
+    for o in others:
+        await o.close()
+
+
+async def test_queued_clients_are_told_their_position(peer: Peer) -> None:
+    started = [
+        peer.start("summarize", {"patient_id": 30 + i, "max_tokens": SHORT}) for i in range(3)
+    ]
+    await asyncio.gather(*(asyncio.wait_for(f, 300) for _, f in started))
+    positions = [
+        m["params"]["position"]
+        for _, m in peer.notes
+        if m["method"] == "stream_queued" and m["params"]["request_id"] == started[2][0]
+    ]
+    assert positions and positions[0] >= 1
+
+
+async def test_busy_beyond_max_inflight(tmp_path: Path, data_dir: Path) -> None:
+    server = ServerProcess(
+        [
+            "--backend",
+            "embedded",
+            "--data",
+            str(data_dir / "patient_data.csv"),
+            "--summaries",
+            str(tmp_path / "s.csv"),
+            "--max-inflight",
+            "1",
+        ]
+    ).wait_ready()
+    try:
+        p = await Peer.open(server.url)
+        first_id, _ = p.start("summarize", {"patient_id": 1, "max_tokens": 200})
+        second = await p.call("summarize", {"patient_id": 2, "max_tokens": SHORT})
+        assert second["error"]["code"] == -32003
+        assert "limit 1" in second["error"]["message"]
+        await p.notify("notifications/cancelled", {"requestId": first_id})
+        await p.close()
+    finally:
+        server.stop()
+
+
+async def test_subprotocol_mcp_and_none_are_both_accepted(shared_server: ServerProcess) -> None:
+    with_mcp = await Peer.open(shared_server.url, subprotocols=["mcp"])
+    assert with_mcp.ws.subprotocol == "mcp"
+    plain = await Peer.open(shared_server.url)
+    assert plain.ws.subprotocol is None
+    assert await plain.result("ping") == {}
+    await with_mcp.close()
+    await plain.close()
+
+
+async def test_mcp_handshake_and_tools(peer: Peer) -> None:
+    init = await peer.result(
+        "initialize",
+        {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    )
+    assert init["protocolVersion"] == "2025-11-25"
+    assert "tools" in init["capabilities"]
+    old = await peer.result("initialize", {"protocolVersion": "2024-11-05", "capabilities": {}})
+    assert old["protocolVersion"] == "2024-11-05"
+    future = await peer.result("initialize", {"protocolVersion": "2099-01-01", "capabilities": {}})
+    assert future["protocolVersion"] == "2025-11-25"
+    await peer.notify("notifications/initialized", {})
+
+    tools = {t["name"]: t for t in (await peer.result("tools/list"))["tools"]}
+    assert set(tools) == {"search", "fetch", "summarize", "save_summary", "list_summaries"}
+    for t in tools.values():
+        assert t["inputSchema"]["type"] == "object" and t["description"]
+        assert t["outputSchema"]["type"] == "object"
+
+    found = await peer.result("tools/call", {"name": "search", "arguments": {"query": "asthma"}})
+    assert found["isError"] is False
+    assert json.loads(found["content"][0]["text"]) == found["structuredContent"]
+
+    bad = await peer.result("tools/call", {"name": "fetch", "arguments": {"patient_id": -1}})
+    assert bad["isError"] is True and "patient_id" in bad["content"][0]["text"]
+    missing = await peer.result("tools/call", {"name": "fetch", "arguments": {"patient_id": 9999}})
+    assert missing["isError"] is True and "9999" in missing["content"][0]["text"]
+
+    unknown = await peer.call("tools/call", {"name": "drop_tables", "arguments": {}})
+    assert unknown["error"]["code"] == -32602
+
+
+async def test_tools_call_summarize_sends_progress(peer: Peer) -> None:
+    result = await peer.result(
+        "tools/call",
+        {
+            "name": "summarize",
+            "arguments": {"patient_id": 12, "max_tokens": SHORT},
+            "_meta": {"progressToken": "p-12"},
+        },
+    )
+    progress = [
+        m["params"]
+        for _, m in peer.notes
+        if m["method"] == "notifications/progress" and m["params"]["progressToken"] == "p-12"
+    ]
+    values = [p["progress"] for p in progress]
+    assert values == sorted(values) and len(set(values)) == len(values)
+    assert "".join(p["message"] for p in progress) == result["structuredContent"]["summary"]
+
+
+async def test_official_mcp_sdk_lists_and_calls_every_tool(shared_server: ServerProcess) -> None:
+    import warnings
+
+    from mcp import ClientSession
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from mcp.client.websocket import websocket_client
+
+        async with (
+            websocket_client(shared_server.url) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            init = await session.initialize()
+            assert init.serverInfo.name == "clinsum"
+            tools = (await session.list_tools()).tools
+            assert {t.name for t in tools} >= {"search", "fetch", "summarize", "save_summary"}
+            hits = await session.call_tool("search", {"query": "heart failure", "top_k": 2})
+            assert not hits.isError
+            pid = hits.structuredContent["results"][0]["patient_id"]
+            rec = await session.call_tool("fetch", {"patient_id": pid})
+            assert rec.structuredContent["patient"]["patient_id"] == pid
+            seen: list[str] = []
+
+            async def on_progress(progress: float, total: float | None, message: str | None):
+                seen.append(message or "")
+
+            summary = await session.call_tool(
+                "summarize",
+                {"patient_id": pid, "max_tokens": SHORT},
+                progress_callback=on_progress,
+            )
+            assert not summary.isError
+            assert "".join(seen) == summary.structuredContent["summary"]
+            sid = summary.structuredContent["summary_id"]
+            saved = await session.call_tool("save_summary", {"summary_id": sid, "force": True})
+            assert saved.structuredContent["saved"] is True
+            listed = await session.call_tool("list_summaries", {})
+            assert any(int(r["patient_id"]) == pid for r in listed.structuredContent["summaries"])
+
+
+async def test_sigterm_closes_connections_and_exits_zero(tmp_path: Path, data_dir: Path) -> None:
+    server = ServerProcess(
+        [
+            "--backend",
+            "embedded",
+            "--data",
+            str(data_dir / "patient_data.csv"),
+            "--summaries",
+            str(tmp_path / "s.csv"),
+        ]
+    ).wait_ready()
+    p = await Peer.open(server.url)
+    rid, _ = p.start("summarize", {"patient_id": 5, "max_tokens": 400})
+    while not p.tokens(rid):
+        await asyncio.sleep(0.01)
+    t0 = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(p.closed.wait(), 5)
+    code = await asyncio.to_thread(server.proc.wait, 5)
+    assert code == 0
+    assert time.monotonic() - t0 < 2.5
+    assert p.ws.close_code == 1001
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "patient data file not found"),
+        ("patient_id,name\n1,A\n", "age"),
+    ],
+)
+def test_bad_data_file_is_a_clear_startup_error(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    data = tmp_path / "bad.csv"
+    if content is not None:
+        data.write_text(content)
+    server = ServerProcess(["--backend", "embedded", "--data", str(data)])
+    assert server.proc.wait(60) == 2
+    server.stop()
+    assert expected in server.log
+    assert "Traceback" not in server.log
+
+
+def test_non_loopback_without_token_refuses_to_start() -> None:
+    server = ServerProcess(["--host", "0.0.0.0"])
+    assert server.proc.wait(60) == 2
+    server.stop()
+    assert "--auth-token" in server.log and "Traceback" not in server.log
+
+
+async def test_bearer_token_is_required_when_set(tmp_path: Path, data_dir: Path) -> None:
+    server = ServerProcess(
+        [
+            "--backend",
+            "embedded",
+            "--data",
+            str(data_dir / "patient_data.csv"),
+            "--summaries",
+            str(tmp_path / "s.csv"),
+            "--allowed-origin",
+            "https://ok.example",
+        ],
+        env={"MCP_AUTH_TOKEN": "s3cret-token"},
+    ).wait_ready()
+    try:
+        for headers in (None, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+            with pytest.raises(InvalidStatus) as info:
+                await Peer.open(server.url, headers=headers)
+            assert info.value.response.status_code == 401
+        good = {"Authorization": "Bearer s3cret-token"}
+        p = await Peer.open(server.url, headers=good)
+        assert await p.result("ping") == {}
+        await p.close()
+        with pytest.raises(InvalidStatus) as info:
+            await Peer.open(server.url, headers={**good, "Origin": "https://evil.example"})
+        assert info.value.response.status_code == 403
+        p = await Peer.open(server.url, headers={**good, "Origin": "https://ok.example"})
+        await p.close()
+        assert "s3cret-token" not in server.log
+    finally:
+        server.stop()
+
+
+async def test_ollama_backend_streams_and_fails_clearly(tmp_path: Path, data_dir: Path) -> None:
+    """The real `ollama` client against a loopback server in Ollama's wire format."""
+    from .conftest import free_port
+    from .fake_ollama import FakeOllama
+
+    async with FakeOllama(tps=200) as fake:
+        server = ServerProcess(
+            [
+                "--backend",
+                "auto",
+                "--ollama-host",
+                fake.url,
+                "--llm-timeout",
+                "2",
+                "--data",
+                str(data_dir / "patient_data.csv"),
+                "--summaries",
+                str(tmp_path / "s.csv"),
+            ]
+        )
+        await asyncio.to_thread(server.wait_ready)
+        try:
+            assert "LLM backend: ollama (model phi)" in server.log
+            p = await Peer.open(server.url)
+            rid, fut = p.start("summarize", {"patient_id": 9, "max_tokens": 64})
+            result = (await asyncio.wait_for(fut, 30))["result"]
+            assert result["backend"] == "ollama" and result["model"] == "phi"
+            assert "".join(t["token"] for t in p.tokens(rid)) == result["summary"]
+            assert server.wait_for("[OLLAMA] Streaming complete (")
+
+            fake.error_after = 3
+            t0 = time.monotonic()
+            failed = await p.call("summarize", {"patient_id": 9})
+            assert failed["error"]["code"] == -32004
+            assert fake.url in failed["error"]["message"] and "phi" in failed["error"]["message"]
+
+            fake.error_after, fake.stall_after = None, 2
+            stalled = await p.call("summarize", {"patient_id": 9})
+            assert stalled["error"]["code"] == -32004
+            assert "phi" in stalled["error"]["message"]
+            assert time.monotonic() - t0 < 15
+            assert await p.result("ping") == {}  # the server goes on serving
+            await p.close()
+        finally:
+            server.stop()
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    server = ServerProcess(
+        [
+            "--backend",
+            "ollama",
+            "--ollama-host",
+            closed,
+            "--llm-timeout",
+            "2",
+            "--data",
+            str(data_dir / "patient_data.csv"),
+            "--summaries",
+            str(tmp_path / "s.csv"),
+        ]
+    )
+    await asyncio.to_thread(server.wait_ready)
+    try:
+        p = await Peer.open(server.url)
+        refused = await p.call("summarize", {"patient_id": 9}, timeout=15)
+        assert refused["error"]["code"] == -32004
+        assert closed.split("//")[1] in refused["error"]["message"]
+        assert "phi" in refused["error"]["message"]
+        assert await p.result("ping") == {}
+        await p.close()
+    finally:
+        server.stop()
