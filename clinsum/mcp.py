@@ -67,6 +67,8 @@ def build_dispatcher(app: App) -> Dispatcher:
             "capabilities": {"tools": {"listChanged": False}},
             "serverInfo": SERVER_INFO,
             "instructions": INSTRUCTIONS,
+            # Clients show which model is writing before the first summary finishes.
+            "_meta": {"clinsum/llm": {"backend": app.backend.name, "model": app.backend.model}},
         }
 
     @d.method("ping")

@@ -261,7 +261,7 @@ async def running(config: Config, app: App | None = None) -> AsyncIterator[tuple
     finally:
         for session in transport.sessions.values():
             session.cancel_all()
-        server.close()
+        server.close(reason="server shutting down")
         with suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 1.5)
         await app.backend.aclose()

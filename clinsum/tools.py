@@ -304,9 +304,7 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
                 pieces.append(chunk)
                 await emit(count, chunk)
                 if count % LOG_EVERY_TOKENS == 0:
-                    llm_log.info(
-                        "Received %d tokens (~%d chars)...", count, sum(map(len, pieces))
-                    )
+                    llm_log.info("Received %d tokens (~%d chars)...", count, sum(map(len, pieces)))
     except LLMError as exc:
         llm_log.error("generation failed for %s: %s", patient.name, exc)
         raise RPCError(LLM_UNAVAILABLE, f"LLM unavailable: {exc}") from None
@@ -317,9 +315,7 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
     text = "".join(pieces)
     gen_s = end - (first or end)
     rate = (count - 1) / gen_s if count > 1 and gen_s > 0 else 0.0
-    llm_log.info(
-        "Streaming complete (%d tokens, %d chars, %.1f tok/s)", count, len(text), rate
-    )
+    llm_log.info("Streaming complete (%d tokens, %d chars, %.1f tok/s)", count, len(text), rate)
     check = grounding.check(text, patient, app.known_names)
     summary = Summary(
         summary_id=uuid.uuid4().hex,
@@ -328,7 +324,7 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
         model=backend.model,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         grounded=check.ok,
-        unsupported=[c.to_dict() for c in check.unsupported],
+        unsupported=[c.to_dict() for c in check.unsupported if c.blocking],
     )
     app.keep(summary)
     return {
@@ -363,7 +359,9 @@ def _emitters(
     if token is None:
 
         async def emit(index: int, text: str) -> None:
-            await call.notify("stream_token", {"request_id": call.id, "index": index, "token": text})
+            await call.notify(
+                "stream_token", {"request_id": call.id, "index": index, "token": text}
+            )
 
         return emit, queued
 

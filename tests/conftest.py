@@ -37,6 +37,10 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         self.lines: list[str] = []
+        args = list(args)
+        self.summaries = (
+            Path(args[args.index("--summaries") + 1]) if "--summaries" in args else None
+        )
         cmd = [sys.executable, str(REPO / "mcp_server.py"), "--port", str(self.port), *args]
         self.proc = subprocess.Popen(
             cmd,
