@@ -31,6 +31,7 @@ CONDITIONS: dict[str, Condition] = {
             (
                 "diabetes",
                 "diabetic",
+                "diabetics",
                 "diabetes mellitus",
                 "type 2 diabetes",
                 "type 2 diabetes mellitus",
@@ -53,6 +54,8 @@ CONDITIONS: dict[str, Condition] = {
             (
                 "hypertension",
                 "hypertensive",
+                "hypertensives",
+                "high bp",
                 "high blood pressure",
                 "elevated blood pressure",
                 "raised blood pressure",
@@ -64,7 +67,7 @@ CONDITIONS: dict[str, Condition] = {
         Condition(
             "asthma",
             "Asthma",
-            ("asthma", "asthmatic", "reactive airway disease"),
+            ("asthma", "asthmatic", "asthmatics", "reactive airway disease"),
             ("wheezing", "shortness of breath", "chest tightness", "cough"),
             ("Albuterol inhaler", "Fluticasone inhaler", "Montelukast"),
         ),
@@ -216,6 +219,8 @@ SYMPTOMS: dict[str, tuple[str, ...]] = {
         "dyspnoea",
         "difficulty breathing",
         "sob",
+        "orthopnea",
+        "orthopnoea",
     ),
     "chest pain": ("chest pain", "chest discomfort"),
     "headache": ("headache", "headaches", "migraine"),
@@ -308,6 +313,17 @@ for _extra in (
     "paracetamol",
     "acetaminophen",
     "aspirin",
+    "hydralazine",
+    "clonidine",
+    "nifedipine",
+    "glimepiride",
+    "amiodarone",
+    "labetalol",
+    "isosorbide",
+    "fenofibrate",
+    "prednisolone",
+    "methylprednisolone",
+    "levofloxacin",
 ):
     MEDICATIONS.setdefault(_extra, ())
 
