@@ -96,6 +96,10 @@ class SearchError(ValueError):
     """A bad search parameter or an unusable index; the message says which and why."""
 
 
+class SearchUnavailable(SearchError):
+    """The index itself failed (Chroma unreachable, a broken store), not the request."""
+
+
 @dataclass
 class Hit:
     patient_id: int
@@ -244,7 +248,7 @@ def _connect(data_path: Path, chroma_url: str | None) -> tuple[ClientAPI, str]:
         try:
             return chromadb.PersistentClient(path=str(folder), settings=settings), str(folder)
         except Exception as exc:
-            raise SearchError(f"cannot open the search index in {folder}: {exc}") from None
+            raise SearchUnavailable(f"cannot open the search index in {folder}: {exc}") from None
     try:
         parts = urlsplit(chroma_url)
         port = parts.port or DEFAULT_CHROMA_PORT
@@ -262,12 +266,12 @@ def _connect(data_path: Path, chroma_url: str | None) -> tuple[ClientAPI, str]:
         )
         client.heartbeat()
     except TimeoutError:
-        raise SearchError(
+        raise SearchUnavailable(
             f"Chroma server at {chroma_url} is unreachable: "
             f"no answer within {CONNECT_TIMEOUT_S:g} s"
         ) from None
     except Exception as exc:
-        raise SearchError(f"Chroma server at {chroma_url} is unreachable: {exc}") from None
+        raise SearchUnavailable(f"Chroma server at {chroma_url} is unreachable: {exc}") from None
     return client, chroma_url
 
 
@@ -341,7 +345,7 @@ class PatientIndex:
         except SearchError:
             raise
         except Exception as exc:
-            raise SearchError(f"the search index in {where} failed: {exc}") from None
+            raise SearchUnavailable(f"the search index in {where} failed: {exc}") from None
         log.info(
             "%s index for %s (%d patients) in %s",
             "Built" if embedded else "Reused",
@@ -514,7 +518,7 @@ class PatientIndex:
                 include=["distances"],
             )
         except Exception as exc:
-            raise SearchError(f"the search index in {self.where} failed: {exc}") from None
+            raise SearchUnavailable(f"the search index in {self.where} failed: {exc}") from None
         pairs = [
             (self._position[int(i)], d)
             for i, d in zip(result["ids"][0], (result["distances"] or [[]])[0], strict=True)

@@ -23,6 +23,7 @@ from . import grounding
 from .backends.base import Backend, LLMError
 from .jsonrpc import (
     BUSY,
+    INVALID_PARAMS,
     LLM_UNAVAILABLE,
     SAVE_FAILED,
     SEARCH_UNAVAILABLE,
@@ -35,7 +36,7 @@ from .jsonrpc import (
 )
 from .prompt import build_messages, prefill
 from .records import Patient
-from .search import PatientIndex, SearchError
+from .search import PatientIndex, SearchError, SearchUnavailable
 from .store import StoreError, SummaryStore
 
 MAX_QUERY_CHARS = 500
@@ -244,8 +245,10 @@ async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]
         hits = await asyncio.to_thread(
             app.index.search, params["query"], params["top_k"], params.get("filters")
         )
-    except SearchError as exc:
-        raise RPCError(SEARCH_UNAVAILABLE, str(exc)) from None
+    except SearchUnavailable as exc:
+        raise RPCError(SEARCH_UNAVAILABLE, f"Search unavailable: {exc}") from None
+    except SearchError as exc:  # a combination the per-parameter checks cannot see
+        raise RPCError(INVALID_PARAMS, f"Invalid params: {exc}") from None
     return {"query": params["query"], "results": [h.to_dict() for h in hits]}
 
 
@@ -254,6 +257,10 @@ async def fetch(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def summarize(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    token = call.meta.get("progressToken")
+    if token is not None and (isinstance(token, bool) or not isinstance(token, str | int | float)):
+        # MCP: a string or a number. It is echoed in every progress notification.
+        raise invalid_params("_meta.progressToken", "must be a string or a number")
     patient = app.patient(params["patient_id"])
     key = id(call.session)
     running = app.summarizing.get(key, 0)
@@ -303,7 +310,7 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
                 count += 1
                 pieces.append(chunk)
                 await emit(count, chunk)
-                if count % LOG_EVERY_TOKENS == 0:
+                if count % LOG_EVERY_TOKENS == 0 and llm_log.isEnabledFor(logging.INFO):
                     llm_log.info("Received %d tokens (~%d chars)...", count, sum(map(len, pieces)))
     except LLMError as exc:
         llm_log.error("generation failed for %s: %s", patient.name, exc)
@@ -316,7 +323,9 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
     gen_s = end - (first or end)
     rate = (count - 1) / gen_s if count > 1 and gen_s > 0 else 0.0
     llm_log.info("Streaming complete (%d tokens, %d chars, %.1f tok/s)", count, len(text), rate)
-    check = grounding.check(text, patient, app.known_names)
+    # Off the event loop: a long summary takes 10-20 ms to check, and many summaries ending
+    # together would otherwise hold up every other connection's frames (bench/results.md).
+    check = await asyncio.to_thread(grounding.check, text, patient, app.known_names)
     summary = Summary(
         summary_id=uuid.uuid4().hex,
         patient=patient,

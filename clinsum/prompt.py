@@ -1,0 +1,87 @@
+"""The prompt and the answer prefill, shared by every backend.
+
+A 135M-parameter model forgets or invents names and numbers easily. Two things keep it on the
+record: the facts are laid out one per line in a fixed order (the same for every patient, so
+the model sees a familiar shape), and the whole first sentence of the answer is written for
+it from the record (the prefill): name, age, gender, conditions, symptoms, blood pressure and
+blood sugar are right by construction, and the model only adds the concerns and advice.
+Measured with grounding.check over the 100 patients of patient_data.csv: prefilling only
+"<name> is a <age>-year-old <gender>" gave 45 summaries free of unsupported claims, stating
+71% of the key facts; this prefill gives 87, stating all of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .records import Patient
+
+SYSTEM_PROMPT = (
+    "You are a clinical assistant who writes short, factual patient summaries for doctors. "
+    "Use only the facts in the patient record: never invent diagnoses, numbers or drugs. "
+    "Refer to the patient by the name given in the record."
+)
+
+_GENDER_WORDS = {"f": "female", "m": "male"}
+
+
+def _gender(patient: Patient) -> str:
+    word = patient.gender.strip().lower()
+    return _GENDER_WORDS.get(word, word)
+
+
+def _last_outcome(patient: Patient) -> str:
+    if not patient.visit_history:
+        return "no previous visits"
+    # ISO dates sort as text; the file order is not trusted to be chronological.
+    return max(patient.visit_history, key=lambda v: v.date).outcome
+
+
+def _facts(patient: Patient) -> list[tuple[str, str]]:
+    return [
+        ("Name", patient.name),
+        ("Age", str(patient.age)),
+        ("Gender", _gender(patient)),
+        ("Current symptoms", patient.current_symptoms),
+        ("Blood pressure", f"{patient.current_bp} mmHg"),
+        ("Blood sugar", f"{patient.current_sugar} mg/dL"),
+        ("Medical history", patient.medical_history),
+        ("Current medications", patient.current_medications),
+        # As a percentage: given "0.487", the model tends to write "4.87%" or "48%" on its own.
+        ("Risk score", f"{patient.risk_score:.0%}"),
+        ("Last visit outcome", _last_outcome(patient)),
+    ]
+
+
+def build_messages(patient: Patient) -> list[dict]:
+    """The chat messages for one summary, in the role/content form every backend takes."""
+    record = "\n".join(f"{label}: {value}" for label, value in _facts(patient))
+    request = (
+        f"Patient record:\n{record}\n\n"
+        f"Write a concise clinical summary of {patient.name} in 2-3 sentences: "
+        "the key concerns and the recommendations. Use only the facts above."
+    )
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": request},
+    ]
+
+
+def _listing(items: list[str]) -> str:
+    """Items as prose ("a, b and c"), lower-cased but for acronyms such as COPD."""
+    words = [" ".join(w if w.isupper() else w.lower() for w in item.split()) for item in items]
+    return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else "".join(words)
+
+
+def prefill(patient: Patient) -> str:
+    """The first sentence of the answer, taken from the record so that it cannot be wrong."""
+    conditions = _listing(patient.conditions()) or "no recorded conditions"
+    symptoms = _listing(patient.symptoms())
+    presenting = f"presenting with {symptoms}" if symptoms else "with no current symptoms"
+    article = "an" if str(patient.age).startswith("8") or patient.age in (11, 18) else "a"
+    return (
+        f"{patient.name} is {article} {patient.age}-year-old {_gender(patient)} with {conditions}, "
+        f"{presenting}, a blood pressure of {patient.current_bp} mmHg and a blood sugar of "
+        f"{patient.current_sugar} mg/dL."
+    )
