@@ -5,9 +5,13 @@ record: the facts are laid out one per line in a fixed order (the same for every
 the model sees a familiar shape), and the whole first sentence of the answer is written for
 it from the record (the prefill): name, age, gender, conditions, symptoms, blood pressure and
 blood sugar are right by construction, and the model only adds the concerns and advice.
-Measured with grounding.check over the 100 patients of patient_data.csv: prefilling only
-"<name> is a <age>-year-old <gender>" gave 45 summaries free of unsupported claims, stating
-71% of the key facts; this prefill gives 87, stating all of them.
+Each step was kept because `make eval` (grounding.check over the 100 patients of
+patient_data.csv) showed it helped; share of summaries free of unsupported claims:
+- prefill "<name> is a <age>-year-old <gender>" only: 45%, 71% of the key facts stated;
+- the whole first sentence from the record: 87%, all key facts stated;
+- digits forbidden after it (backends/base.py `allow_digits`): 96%;
+- risk score in the prefill, drug names without doses in the prompt: 98% (one invented name);
+- the prefill ending in "Recommendation:": 100%, no wrong name, coverage 1.0.
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ def _last_outcome(patient: Patient) -> str:
     return max(patient.visit_history, key=lambda v: v.date).outcome
 
 
+def _drug_names(patient: Patient) -> list[str]:
+    """ "Metformin 500mg" -> "Metformin": the name up to the first word holding a digit."""
+    names = []
+    for med in patient.medications():
+        words = med.split()
+        cut = next((i for i, w in enumerate(words) if any(c.isdigit() for c in w)), len(words))
+        names.append(" ".join(words[:cut]) or med)
+    return names
+
+
 def _facts(patient: Patient) -> list[tuple[str, str]]:
     return [
         ("Name", patient.name),
@@ -47,7 +61,9 @@ def _facts(patient: Patient) -> list[tuple[str, str]]:
         ("Blood pressure", f"{patient.current_bp} mmHg"),
         ("Blood sugar", f"{patient.current_sugar} mg/dL"),
         ("Medical history", patient.medical_history),
-        ("Current medications", patient.current_medications),
+        # Drug names only: the prefill states every number, and the backend forbids digits
+        # after it, so a dose in the prompt could only come out as "Metformin  mg".
+        ("Current medications", ", ".join(_drug_names(patient)) or "none"),
         # As a percentage: given "0.487", the model tends to write "4.87%" or "48%" on its own.
         ("Risk score", f"{patient.risk_score:.0%}"),
         ("Last visit outcome", _last_outcome(patient)),
@@ -82,6 +98,9 @@ def prefill(patient: Patient) -> str:
     article = "an" if str(patient.age).startswith("8") or patient.age in (11, 18) else "a"
     return (
         f"{patient.name} is {article} {patient.age}-year-old {_gender(patient)} with {conditions}, "
-        f"{presenting}, a blood pressure of {patient.current_bp} mmHg and a blood sugar of "
-        f"{patient.current_sugar} mg/dL."
+        f"{presenting}, a blood pressure of {patient.current_bp} mmHg, a blood sugar of "
+        f"{patient.current_sugar} mg/dL and a risk score of {patient.risk_score:.0%}."
+        # Left to itself after the facts, the model restates them and drifts into conditions
+        # the patient does not have; asked for the recommendation, it gives one.
+        " Recommendation:"
     )

@@ -105,14 +105,18 @@ class EmbeddedBackend:
             )
         except ValueError as exc:  # llama-cpp-python's way of saying "cannot load"
             raise LLMError(f"embedded backend: cannot load model {path}: {exc}") from None
-        # SmolLM2 spells numbers digit by digit, so this is a handful of tokens.
+        # SmolLM2 spells numbers digit by digit, so this is a handful of tokens, plus the
+        # vulgar fractions and superscripts the model reaches for once digits are gone.
         self._logit_bias = (
             None
             if settings.allow_digits
             else {
                 i: -100.0
                 for i in range(self._llm.n_vocab())
-                if any(b in b"0123456789" for b in self._llm.detokenize([i]))
+                if any(
+                    c.isnumeric()
+                    for c in self._llm.detokenize([i]).decode("utf-8", errors="ignore")
+                )
             }
         )
         template = self._llm.metadata.get("tokenizer.chat_template")
