@@ -85,6 +85,8 @@ class Session:
 
     def cancel(self, request_id: Any) -> bool:
         """Cancel a running request; MCP says it then gets no reply at all."""
+        if isinstance(request_id, bool) or not isinstance(request_id, str | int | float):
+            return False  # not an id any request can have (and maybe not even hashable)
         task = self.in_flight.get(_id_key(request_id))
         if task is None or task.done():
             return False
@@ -175,14 +177,19 @@ class Dispatcher:
             return None
         handler = self.methods.get(method)
         if handler is None:
-            return error_reply(request_id, RPCError(METHOD_NOT_FOUND, f"Method not found: {method}"))
+            return error_reply(
+                request_id, RPCError(METHOD_NOT_FOUND, f"Method not found: {method}")
+            )
         if not isinstance(params, dict):
             return error_reply(
                 request_id,
                 RPCError(INVALID_PARAMS, "Invalid params: params must be an object (by name)"),
             )
+        meta = params.get("_meta")
+        if meta is not None and not isinstance(meta, dict):
+            return error_reply(request_id, invalid_params("_meta", "must be an object"))
         log.info("%s (id %s)", method, _short(request_id))
-        call = Call(request_id, method, notify, session, meta=params.get("_meta") or {})
+        call = Call(request_id, method, notify, session, meta=meta or {})
         key = _id_key(request_id)
         task = asyncio.current_task()
         if task is not None and key not in session.in_flight:
@@ -191,6 +198,12 @@ class Dispatcher:
             return result_reply(request_id, await handler(call, params))
         except RPCError as exc:
             return error_reply(request_id, exc)
+        except RecursionError:
+            # The parser allows 1024 levels; printing or logging data nested that deep
+            # (an unknown tool "name", a clientInfo) exceeds Python's own recursion limit.
+            return error_reply(
+                request_id, RPCError(INVALID_PARAMS, "Invalid params: nested too deeply")
+            )
         except Exception:
             log.exception("internal error in %s (id %s)", method, _short(request_id))
             return error_reply(request_id, RPCError(INTERNAL_ERROR, "Internal error"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hmac
 import ipaddress
 import logging
@@ -17,7 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -28,10 +29,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import logs
-from .backends import KINDS, LLMError, create_backend
+from .backends import KINDS, Backend, LLMError, create_backend
 from .jsonrpc import Dispatcher, Session, dumps, notification, parse
 from .mcp import build_dispatcher
-from .records import RecordError, load_patients
+from .prompt import build_messages, prefill
+from .records import Patient, RecordError, load_patients
 from .search import PatientIndex, SearchError
 from .store import StoreError, SummaryStore
 from .tools import App
@@ -98,23 +100,32 @@ async def build_app(config: Config) -> App:
     server_log.info("Loaded %d patients from %s", len(patients), config.data)
 
     async def open_index() -> PatientIndex:
-        return await asyncio.to_thread(
+        index = await asyncio.to_thread(
             PatientIndex.open,
             patients,
             config.data,
             chroma_url=config.chroma_url,
             show_progress=config.show_progress,
         )
+        # torch sets itself up on the first query (tens of ms): before anyone waits for it.
+        with suppress(SearchError):
+            await asyncio.to_thread(index.search, "warm-up", 1)
+        return index
 
-    backend_ready = create_backend(
-        config.backend,
-        model=config.model,
-        model_path=config.model_path,
-        ollama_host=config.ollama_host,
-        timeout=config.llm_timeout,
-    )
+    async def open_backend() -> tuple[Backend, str]:
+        backend, reason = await create_backend(
+            config.backend,
+            model=config.model,
+            model_path=config.model_path,
+            ollama_host=config.ollama_host,
+            timeout=config.llm_timeout,
+        )
+        if backend.name == "embedded":
+            await _warm_up(backend, next(iter(patients.values())))
+        return backend, reason
+
     try:
-        index, (backend, reason) = await asyncio.gather(open_index(), backend_ready)
+        index, (backend, reason) = await asyncio.gather(open_index(), open_backend())
     except (SearchError, LLMError) as exc:
         raise StartupError(str(exc)) from None
     server_log.info("LLM backend: %s (model %s): %s", backend.name, backend.model, reason)
@@ -124,6 +135,16 @@ async def build_app(config: Config) -> App:
     except (StoreError, OSError) as exc:
         raise StartupError(f"cannot use summaries file {config.summaries}: {exc}") from None
     return App(patients, index, backend, store, max_inflight=config.max_inflight)
+
+
+async def _warm_up(backend: Backend, patient: Patient) -> None:
+    """Evaluate the prompt every summary starts with while the embedder is still loading,
+    so the first summary after start-up waits no longer than later ones (bench/results.md)."""
+    stream = backend.stream(build_messages(patient), prefill(patient), max_tokens=1)
+    with suppress(LLMError):
+        async with aclosing(stream):
+            async for _ in stream:
+                break
 
 
 class Transport:
@@ -138,7 +159,9 @@ class Transport:
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Refuse before any JSON-RPC is read: no token (401) or too many connections (503)."""
         if self._token:
-            given = request.headers.get("Authorization", "")
+            # Exactly one Authorization header: `get` raises on two (a 500 and a traceback).
+            values = request.headers.get_all("Authorization")
+            given = values[0] if len(values) == 1 else ""
             scheme, _, credential = given.partition(" ")
             ok = scheme.lower() == "bearer" and hmac.compare_digest(
                 credential.strip().encode(), self._token
@@ -201,7 +224,10 @@ class Transport:
                     continue
                 if isinstance(message, dict) and "id" not in message:
                     # Notifications (cancel above all) are handled at once, never queued.
-                    await self.dispatcher.handle(message, session, notify)
+                    # One that is not a valid request is still answered (-32600, id null).
+                    reply = await self.dispatcher.handle(message, session, notify)
+                    if reply is not None:
+                        await send(reply)
                     continue
                 await pending.acquire()
                 task = asyncio.create_task(answer(message))
@@ -273,6 +299,10 @@ async def serve_forever(config: Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running(config) as (server, _app):
+        # What start-up loaded (torch, Chroma, the records) lives as long as the server; left
+        # in the collector's view, every full collection walks half a million objects or more
+        # and stops the event loop for ~0.5 s (more with more patients; bench/results.md).
+        gc.freeze()
         port = next(iter(server.sockets)).getsockname()[1]
         log.info("Server ready on ws://%s:%d", config.host, port)
         await stop.wait()
@@ -362,6 +392,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if not 0 <= a.port <= 65535:
         p.error("--port must be between 0 and 65535")
+    if a.auth_token is not None and not a.auth_token.strip():
+        # `--auth-token "$UNSET"` would otherwise run without authentication, silently.
+        p.error("--auth-token must not be empty")
     return Config(
         host=a.host,
         port=a.port,
@@ -388,6 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM; returns the exit code (2: cannot start)."""
     config = parse_args(argv)
     logs.setup(config.log_level)
+    # Searches and grounding checks run in worker threads that hold the GIL through long
+    # Python stretches (transformers' module calls); at the default 5 ms switch interval a
+    # burst of them kept the event loop waiting several intervals, and `ping` p99 went over
+    # 20 ms with 100 clients searching. 1 ms brings it under (bench/results.md).
+    sys.setswitchinterval(0.001)
     try:
         asyncio.run(serve_forever(config))
     except StartupError as exc:

@@ -9,6 +9,7 @@ the file only when another process has changed it since.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -49,10 +50,24 @@ class SummaryStore:
         self._lines: dict[str, str] = {}  # patient_id -> its CSV line, in file order
 
     def ensure_exists(self) -> None:
-        """Create the file with its header, so users see where summaries will go."""
+        """Create the file with its header, so users see where summaries will go.
+
+        Also removes the temporary files of writers killed mid-save: each is a full copy of
+        the summaries. Temporary files exist only while their writer holds the lock, so
+        under the lock every one left is an orphan.
+        """
         with self._locked():
+            prefix = f".{self.path.name}."
+            if self.path.parent.is_dir():
+                for entry in self.path.parent.iterdir():
+                    if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                        entry.unlink(missing_ok=True)
             if not self.path.exists():
                 self._write({})
+            else:
+                # Parsed now, not by the first save: 100,000 rows take ~0.75 s (bench/).
+                with contextlib.suppress(StoreError, OSError):  # the save reports those
+                    self._read_lines()
 
     def save(
         self,

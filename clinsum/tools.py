@@ -45,6 +45,7 @@ MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 200
 MAX_PATIENT_ID = 2**53  # beyond this a JSON number is not an exact integer any more
 LOG_EVERY_TOKENS = 10
+THREADS_PER_CONNECTION = 2  # searches and saves one connection may run in threads at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,7 @@ class App:
     max_kept_summaries: int = 1000
     summarizing: dict[int, int] = field(default_factory=dict)  # id(session) -> running count
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _threads: dict[int, list[Any]] = field(default_factory=dict)  # id(session) -> [sem, users]
 
     def __post_init__(self) -> None:
         self.known_names = tuple(p.name for p in self.patients.values())
@@ -209,6 +211,23 @@ class App:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def in_thread(self, call: Call, fn: Callable[..., Any], *args: Any) -> Any:
+        """`asyncio.to_thread`, at most THREADS_PER_CONNECTION at once per connection.
+
+        The thread pool is shared: without this, one client's batch of thousands of
+        searches (one 1 MiB frame) queues ahead of every other client's search for minutes.
+        """
+        key = id(call.session)
+        slot = self._threads.setdefault(key, [asyncio.Semaphore(THREADS_PER_CONNECTION), 0])
+        slot[1] += 1
+        try:
+            async with slot[0]:
+                return await asyncio.to_thread(fn, *args)
+        finally:
+            slot[1] -= 1
+            if not slot[1]:
+                del self._threads[key]
 
     def keep(self, summary: Summary) -> None:
         self.summaries[summary.summary_id] = summary
@@ -242,8 +261,8 @@ class Tool:
 
 async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
     try:
-        hits = await asyncio.to_thread(
-            app.index.search, params["query"], params["top_k"], params.get("filters")
+        hits = await app.in_thread(
+            call, app.index.search, params["query"], params["top_k"], params.get("filters")
         )
     except SearchUnavailable as exc:
         raise RPCError(SEARCH_UNAVAILABLE, f"Search unavailable: {exc}") from None
@@ -400,7 +419,8 @@ async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str
         )
     p = summary.patient
     try:
-        await asyncio.to_thread(
+        await app.in_thread(
+            call,
             app.store.save,
             p.patient_id,
             p.name,
@@ -426,7 +446,7 @@ async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str
 
 async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
     try:
-        return {"summaries": await asyncio.to_thread(app.store.rows)}
+        return {"summaries": await app.in_thread(call, app.store.rows)}
     except StoreError as exc:
         raise RPCError(SAVE_FAILED, str(exc)) from None
 

@@ -179,11 +179,7 @@ def test_demo_yes_saves_the_streamed_summary(server: ServerProcess) -> None:
     assert code == 0
     saved = rows(server.summaries)[pid]
     assert squash(saved["summary"]) in squash(text.split("LIVE STREAMING TOKENS")[1])
-    line = next(
-        ln
-        for ln in server.summaries.read_text().splitlines()
-        if ln.startswith(f"{pid},")
-    )
+    line = next(ln for ln in server.summaries.read_text().splitlines() if ln.startswith(f"{pid},"))
     assert f'$ grep "^{pid}," patient_summaries.csv\n{line}\n' in text
     assert "Demo complete" in text
 

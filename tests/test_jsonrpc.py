@@ -114,7 +114,8 @@ async def test_batch_of_non_objects_answers_each() -> None:
 
 async def test_batch_of_notifications_only_gets_nothing() -> None:
     d, seen = make_dispatcher()
-    frame = '[{"jsonrpc":"2.0","method":"update","params":{"a":1}},{"jsonrpc":"2.0","method":"update","params":{"a":2}}]'
+    note = '{"jsonrpc":"2.0","method":"update","params":{"a":%d}}'
+    frame = "[" + ",".join(note % i for i in (1, 2)) + "]"
     assert await handle(d, frame) is None
     assert len(seen) == 2
 
