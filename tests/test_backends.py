@@ -93,8 +93,8 @@ def test_prompt_gives_the_facts_in_order_and_prefill_starts_with_the_name() -> N
 def test_prefill_is_a_first_sentence_in_the_records_words() -> None:
     assert PREFILL == (
         "Janet Torres is a 67-year-old female with hypertension and type 2 diabetes, presenting "
-        "with chest pain and shortness of breath, a blood pressure of 152/94 mmHg and a blood "
-        "sugar of 182 mg/dL."
+        "with chest pain and shortness of breath, a blood pressure of 152/94 mmHg, a blood "
+        "sugar of 182 mg/dL and a risk score of 78%. Recommendation:"
     )
     other = replace(JANET, age=81, gender="M", medical_history="COPD", current_symptoms="")
     assert prefill(other).startswith(
