@@ -178,7 +178,7 @@ class Dispatcher:
         handler = self.methods.get(method)
         if handler is None:
             return error_reply(
-                request_id, RPCError(METHOD_NOT_FOUND, f"Method not found: {method}")
+                request_id, RPCError(METHOD_NOT_FOUND, f"Method not found: {clip(method)}")
             )
         if not isinstance(params, dict):
             return error_reply(
@@ -222,9 +222,15 @@ class Dispatcher:
             log.exception("notification %s failed", method)
 
 
+def clip(value: Any, limit: int = 80) -> str:
+    """A client-supplied value cut short for a log line or an error message, so one request
+    cannot make the server echo (or log) a megabyte."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _short(request_id: Any) -> str:
-    text = repr(request_id)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return clip(repr(request_id), 40)
 
 
 def _check_envelope(message: Any) -> tuple[Id, RPCError | None]:

@@ -20,6 +20,7 @@ from .jsonrpc import (
     Handler,
     RPCError,
     Session,
+    clip,
     invalid_params,
 )
 from .tools import TOOLS, App, Tool
@@ -58,8 +59,8 @@ def build_dispatcher(app: App) -> Dispatcher:
         call.session.client_info = info if isinstance(info, dict) else {}
         log.info(
             "initialize from %s: client asked for %s, using %s",
-            call.session.client_info.get("name", "unnamed client"),
-            requested,
+            clip(call.session.client_info.get("name", "unnamed client")),
+            clip(requested),
             version,
         )
         return {
@@ -95,7 +96,7 @@ def build_dispatcher(app: App) -> Dispatcher:
         name = params.get("name")
         tool = TOOLS.get(name) if isinstance(name, str) else None
         if tool is None:
-            raise RPCError(INVALID_PARAMS, f"Unknown tool: {name!r}", {"param": "name"})
+            raise RPCError(INVALID_PARAMS, f"Unknown tool: {clip(repr(name))}", {"param": "name"})
         arguments = params.get("arguments", {})
         if arguments is None:
             arguments = {}

@@ -331,18 +331,19 @@ async def run_fuzz(pool: Pool, fake: OllamaThread, report: Report, frames: int, 
     fake.reset(tps=40)
     server = pool.members[0]
     pid, first_line = server.proc.pid, len(server.lines)
-    # Warm up: a summary to save (the fuzz saves it by id), concurrent searches to fill the
-    # thread pool, so fds and threads are counted in a steady state.
+    census = functools.partial(fd_census, pid, server.port, fake.fake.port)
+    # Warm up: a summary to save (the fuzz saves it by id), concurrent searches to start
+    # worker threads, so fds and threads are counted in a steady state.
     warm = [await Conn.open(server.url, TOKEN) for _ in range(6)]
     done = await asyncio.gather(
         *(c.result("summarize", {"patient_id": 2, "max_tokens": 2}) for c in warm)
     )
     summary_ids = [done[0]["summary_id"]]
     await asyncio.gather(*(c.result("search", {"query": "cough"}) for c in warm))
+    assert census()["clients"] >= len(warm)  # the census sees the server's connections
     for c in warm:
         await c.close()
-    await asyncio.sleep(0.5)
-    census = functools.partial(fd_census, pid, server.port, fake.fake.port)
+    assert await settle(lambda: census()["clients"] == 0, 10)
     fds, threads = census(), thread_count(pid)
 
     stats = FuzzStats()
