@@ -20,22 +20,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from clinsum.records import COLUMNS
 from clinsum.vocab import CONDITIONS
-
-COLUMNS = (
-    "patient_id",
-    "name",
-    "age",
-    "gender",
-    "current_symptoms",
-    "current_bp",
-    "current_sugar",
-    "base_score",
-    "risk_score",
-    "medical_history",
-    "current_medications",
-    "visit_history",
-)
 
 # A fixed "today", so that visit dates do not depend on when the generator runs.
 REFERENCE_DATE = dt.date(2025, 6, 30)
