@@ -98,6 +98,18 @@ class ServerProcess:
             self.proc.wait(10)
 
 
+def server_args(
+    data_dir: Path, summaries: Path, *extra: str, backend: str = "embedded"
+) -> list[str]:
+    """The flags most test servers share: a backend and a temp copy of the files."""
+    return [
+        *("--backend", backend),
+        *("--data", str(data_dir / "patient_data.csv")),
+        *("--summaries", str(summaries)),
+        *extra,
+    ]
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A temp folder holding a copy of patient_data.csv (its index is built beside it)."""
@@ -112,17 +124,6 @@ def shared_server(
 ) -> Iterator[ServerProcess]:
     """One embedded-backend server for the whole run, for tests that only read."""
     summaries = tmp_path_factory.mktemp("shared") / "patient_summaries.csv"
-    server = ServerProcess(
-        [
-            "--backend",
-            "embedded",
-            "--data",
-            str(data_dir / "patient_data.csv"),
-            "--summaries",
-            str(summaries),
-            "--max-inflight",
-            "16",
-        ]
-    ).wait_ready()
+    server = ServerProcess(server_args(data_dir, summaries, "--max-inflight", "16")).wait_ready()
     yield server
     server.stop()

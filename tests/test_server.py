@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from .conftest import ServerProcess
+from .conftest import ServerProcess, server_args
 from .rpc import Peer
 
 SHORT = 24  # max_tokens for tests that only need a stream, not a full summary
@@ -99,16 +99,7 @@ async def test_summarize_streams_every_token_in_order(
 
 async def test_saved_row_is_exactly_the_generated_summary(tmp_path: Path, data_dir: Path) -> None:
     summaries = tmp_path / "patient_summaries.csv"
-    server = ServerProcess(
-        [
-            "--backend",
-            "embedded",
-            "--data",
-            str(data_dir / "patient_data.csv"),
-            "--summaries",
-            str(summaries),
-        ]
-    ).wait_ready()
+    server = ServerProcess(server_args(data_dir, summaries)).wait_ready()
     try:
         p = await Peer.open(server.url)
         result = await p.result("summarize", {"patient_id": 45, "max_tokens": 48})
@@ -205,16 +196,7 @@ async def test_queued_clients_are_told_their_position(peer: Peer) -> None:
 
 async def test_busy_beyond_max_inflight(tmp_path: Path, data_dir: Path) -> None:
     server = ServerProcess(
-        [
-            "--backend",
-            "embedded",
-            "--data",
-            str(data_dir / "patient_data.csv"),
-            "--summaries",
-            str(tmp_path / "s.csv"),
-            "--max-inflight",
-            "1",
-        ]
+        server_args(data_dir, tmp_path / "s.csv", "--max-inflight", "1")
     ).wait_ready()
     try:
         p = await Peer.open(server.url)
@@ -335,16 +317,7 @@ async def test_official_mcp_sdk_lists_and_calls_every_tool(shared_server: Server
 
 
 async def test_sigterm_closes_connections_and_exits_zero(tmp_path: Path, data_dir: Path) -> None:
-    server = ServerProcess(
-        [
-            "--backend",
-            "embedded",
-            "--data",
-            str(data_dir / "patient_data.csv"),
-            "--summaries",
-            str(tmp_path / "s.csv"),
-        ]
-    ).wait_ready()
+    server = ServerProcess(server_args(data_dir, tmp_path / "s.csv")).wait_ready()
     p = await Peer.open(server.url)
     rid, _ = p.start("summarize", {"patient_id": 5, "max_tokens": 400})
     while not p.tokens(rid):
@@ -387,16 +360,7 @@ def test_non_loopback_without_token_refuses_to_start() -> None:
 
 async def test_bearer_token_is_required_when_set(tmp_path: Path, data_dir: Path) -> None:
     server = ServerProcess(
-        [
-            "--backend",
-            "embedded",
-            "--data",
-            str(data_dir / "patient_data.csv"),
-            "--summaries",
-            str(tmp_path / "s.csv"),
-            "--allowed-origin",
-            "https://ok.example",
-        ],
+        server_args(data_dir, tmp_path / "s.csv", "--allowed-origin", "https://ok.example"),
         env={"MCP_AUTH_TOKEN": "s3cret-token"},
     ).wait_ready()
     try:
@@ -425,18 +389,15 @@ async def test_ollama_backend_streams_and_fails_clearly(tmp_path: Path, data_dir
 
     async with FakeOllama(tps=200) as fake:
         server = ServerProcess(
-            [
-                "--backend",
-                "auto",
+            server_args(
+                data_dir,
+                tmp_path / "s.csv",
                 "--ollama-host",
                 fake.url,
                 "--llm-timeout",
                 "2",
-                "--data",
-                str(data_dir / "patient_data.csv"),
-                "--summaries",
-                str(tmp_path / "s.csv"),
-            ]
+                backend="auto",
+            )
         )
         await asyncio.to_thread(server.wait_ready)
         try:
@@ -466,18 +427,15 @@ async def test_ollama_backend_streams_and_fails_clearly(tmp_path: Path, data_dir
 
     closed = f"http://127.0.0.1:{free_port()}"
     server = ServerProcess(
-        [
-            "--backend",
-            "ollama",
+        server_args(
+            data_dir,
+            tmp_path / "s.csv",
             "--ollama-host",
             closed,
             "--llm-timeout",
             "2",
-            "--data",
-            str(data_dir / "patient_data.csv"),
-            "--summaries",
-            str(tmp_path / "s.csv"),
-        ]
+            backend="ollama",
+        )
     )
     await asyncio.to_thread(server.wait_ready)
     try:
