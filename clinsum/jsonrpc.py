@@ -12,9 +12,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from .faces.base import Events
 
 log = logging.getLogger("MCP Protocol")
 
@@ -60,13 +63,18 @@ def invalid_params(name: str, reason: str) -> RPCError:
 
 @dataclass(slots=True)
 class Call:
-    """What a handler knows about the request it serves."""
+    """What a handler knows about the request it serves.
+
+    `events` is set by the face before a tool runs: the tool reports tokens and queue
+    positions through it, and the face decides how they are spelled on its wire.
+    """
 
     id: Id
     method: str
     notify: Notify
     session: Session
     meta: dict[str, Any] = field(default_factory=dict)
+    events: Events | None = None
 
 
 Handler = Callable[[Call, dict[str, Any]], Awaitable[Any]]

@@ -41,6 +41,50 @@ INSTRUCTIONS = (
 )
 
 
+class StreamEvents:
+    """The plain face's spelling: one `stream_token` per token, `stream_queued` while waiting."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+
+    async def token(self, index: int, text: str) -> None:
+        await self.call.notify(
+            "stream_token", {"request_id": self.call.id, "index": index, "token": text}
+        )
+
+    async def queued(self, position: int) -> None:
+        await self.call.notify("stream_queued", {"request_id": self.call.id, "position": position})
+
+
+class ProgressEvents(StreamEvents):
+    """MCP's spelling when the caller gave `_meta.progressToken`: one progress per token.
+
+    Queue positions still go out as `stream_queued`: MCP progress must only increase, and a
+    position in a queue is not progress.
+    """
+
+    def __init__(self, call: Call, progress_token: str | int | float) -> None:
+        super().__init__(call)
+        self.progress_token = progress_token
+
+    async def token(self, index: int, text: str) -> None:
+        await self.call.notify(
+            "notifications/progress",
+            {"progressToken": self.progress_token, "progress": index + 1, "message": text},
+        )
+
+
+def mcp_events(call: Call) -> StreamEvents:
+    """Progress notifications when the caller asked for them, else `stream_token`."""
+    token = call.meta.get("progressToken")
+    if token is None:
+        return StreamEvents(call)
+    if isinstance(token, bool) or not isinstance(token, str | int | float):
+        # MCP: a string or a number. It is echoed in every progress notification.
+        raise invalid_params("_meta.progressToken", "must be a string or a number")
+    return ProgressEvents(call, token)
+
+
 def build_dispatcher(app: App) -> Dispatcher:
     """Register every plain method and every MCP method for one running `App`."""
     d = Dispatcher()
@@ -103,6 +147,7 @@ def build_dispatcher(app: App) -> Dispatcher:
         if not isinstance(arguments, dict):
             raise invalid_params("arguments", "must be an object")
         try:
+            call.events = mcp_events(call)
             result = await tool.run(app, call, arguments)
         except RPCError as exc:
             # Tool failures (bad arguments included) are results the model can read and fix.
@@ -130,6 +175,7 @@ def build_dispatcher(app: App) -> Dispatcher:
 
 def _plain(app: App, tool: Tool) -> Handler:
     async def handler(call: Call, params: dict[str, Any]) -> dict[str, Any]:
+        call.events = mcp_events(call)
         return await tool.run(app, call, params)
 
     return handler

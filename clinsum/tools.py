@@ -21,6 +21,7 @@ from typing import Any
 
 from . import grounding
 from .backends.base import Backend, LLMError
+from .faces.base import NoEvents
 from .jsonrpc import (
     BUSY,
     INVALID_PARAMS,
@@ -276,10 +277,6 @@ async def fetch(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def summarize(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    token = call.meta.get("progressToken")
-    if token is not None and (isinstance(token, bool) or not isinstance(token, str | int | float)):
-        # MCP: a string or a number. It is echoed in every progress notification.
-        raise invalid_params("_meta.progressToken", "must be a string or a number")
     patient = app.patient(params["patient_id"])
     key = id(call.session)
     running = app.summarizing.get(key, 0)
@@ -301,17 +298,17 @@ async def summarize(app: App, call: Call, params: dict[str, Any]) -> dict[str, A
 async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> dict[str, Any]:
     backend = app.backend
     llm_log = logging.getLogger(backend.name.upper())
-    emit, emit_queued = _emitters(call)
+    events = call.events or NoEvents()
     start = time.perf_counter()
     first: float | None = None
     head = prefill(patient)
     pieces = [head]
-    await emit(0, head)
+    await events.token(0, head)
     count = 0
 
     def on_queued(position: int) -> None:
         # Called by the backend on the loop thread; the send must not hold up the backend.
-        app.background(emit_queued(position))
+        app.background(events.queued(position))
 
     llm_log.info("Starting streaming summary generation for %s...", patient.name)
     try:
@@ -328,7 +325,7 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
                     llm_log.info("Receiving streaming tokens...")
                 count += 1
                 pieces.append(chunk)
-                await emit(count, chunk)
+                await events.token(count, chunk)
                 if count % LOG_EVERY_TOKENS == 0 and llm_log.isEnabledFor(logging.INFO):
                     llm_log.info("Received %d tokens (~%d chars)...", count, sum(map(len, pieces)))
     except LLMError as exc:
@@ -369,37 +366,6 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
         "generated_at": summary.generated_at,
         "grounding": check.to_dict(),
     }
-
-
-def _emitters(
-    call: Call,
-) -> tuple[Callable[[int, str], Awaitable[None]], Callable[[int], Awaitable[None]]]:
-    """One send per token: `stream_token` for plain calls, progress for MCP `tools/call`.
-
-    Queue positions always go out as `stream_queued`: MCP progress must only increase, and a
-    position in a queue is not progress.
-    """
-
-    async def queued(position: int) -> None:
-        await call.notify("stream_queued", {"request_id": call.id, "position": position})
-
-    token = call.meta.get("progressToken")
-    if token is None:
-
-        async def emit(index: int, text: str) -> None:
-            await call.notify(
-                "stream_token", {"request_id": call.id, "index": index, "token": text}
-            )
-
-        return emit, queued
-
-    async def emit_progress(index: int, text: str) -> None:
-        await call.notify(
-            "notifications/progress",
-            {"progressToken": token, "progress": index + 1, "message": text},
-        )
-
-    return emit_progress, queued
 
 
 async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,5 @@
+"""The faces of the service: each one renames and re-spells, then calls `Tool.run`.
+
+A face never checks a parameter, never calls a handler directly and never touches the store
+or the index; `faces/base.py` holds what every face shares.
+"""
