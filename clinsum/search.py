@@ -246,6 +246,8 @@ def _connect(data_path: Path, chroma_url: str | None) -> tuple[ClientAPI, str]:
     if chroma_url is None:
         folder = data_path.parent / f"{data_path.stem}.chroma"
         try:
+            # Patient data: a new index folder is its owner's only; an existing one keeps its mode.
+            folder.mkdir(mode=0o700, exist_ok=True)
             return chromadb.PersistentClient(path=str(folder), settings=settings), str(folder)
         except Exception as exc:
             raise SearchUnavailable(f"cannot open the search index in {folder}: {exc}") from None

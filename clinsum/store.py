@@ -23,6 +23,9 @@ COLUMNS = ("patient_id", "name", "summary", "model", "generated_at", "grounded")
 # Columns a file written by the original tool may lack; filled with "" when read.
 OPTIONAL_COLUMNS = frozenset({"model", "generated_at", "grounded"})
 LOCK_TIMEOUT_S = 10.0
+# Summaries are patient data: a file this module creates is readable by its owner only. A file
+# that already exists keeps the mode its owner gave it, through every rewrite.
+FILE_MODE = 0o600
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -44,7 +47,7 @@ def _line(row: dict[str, str]) -> str:
 class SummaryStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S)
+        self._lock = FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT_S, mode=FILE_MODE)
         self._thread_lock = threading.Lock()
         self._cache_key: tuple[int, int, int] | None = None
         self._lines: dict[str, str] = {}  # patient_id -> its CSV line, in file order
@@ -139,8 +142,16 @@ class SummaryStore:
     def _write(self, lines: dict[str, str]) -> None:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
+        # mkstemp creates the file 0600, so the copy is never readable by others, not even
+        # for the instant before its mode is set.
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)
         try:
+            try:
+                mode = self.path.stat().st_mode & 0o7777
+            except FileNotFoundError:
+                mode = FILE_MODE
+            if mode != FILE_MODE:
+                os.fchmod(fd, mode)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
                 f.write(",".join(COLUMNS) + "\n")
                 f.writelines(lines.values())

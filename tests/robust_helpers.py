@@ -24,7 +24,8 @@ from typing import Any, ClassVar
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from clinsum import server as server_mod
+from clinsum.config import Config
+from clinsum.faces import ws as ws_face
 from clinsum.jsonrpc import Session
 
 from .fake_ollama import FakeOllama
@@ -84,7 +85,7 @@ def patients_and_index(data_path: str) -> tuple[dict, Any]:
     return patients, PatientIndex.open(patients, Path(data_path), show_progress=False)
 
 
-class RecordingTransport(server_mod.Transport):
+class RecordingTransport(ws_face.Transport):
     """The real transport, remembering itself so a test can count its sessions."""
 
     instances: ClassVar[list[RecordingTransport]] = []
@@ -118,7 +119,7 @@ async def inprocess(
     max_inflight: int = 4,
     **config: Any,
 ) -> AsyncIterator[Live]:
-    """`clinsum.server.running` on a free loopback port, with the Ollama backend at
+    """`clinsum.faces.ws.running` on a free loopback port, with the Ollama backend at
     `ollama_url` and the index shared by every in-process test."""
     from clinsum.backends.ollama import OllamaBackend
     from clinsum.store import SummaryStore
@@ -135,18 +136,18 @@ async def inprocess(
         store,
         max_inflight=max_inflight,
     )
-    cfg = server_mod.Config(
+    cfg = Config(
         port=0, data=data, summaries=summaries, max_inflight=max_inflight, **config
     )
-    original = server_mod.Transport
-    server_mod.Transport = RecordingTransport  # type: ignore[misc]
+    original = ws_face.Transport
+    ws_face.Transport = RecordingTransport  # type: ignore[misc]
     try:
-        async with server_mod.running(cfg, app) as (server, app):
+        async with ws_face.running(cfg, app) as (server, app):
             transport = RecordingTransport.instances[-1]
             host, port = next(iter(server.sockets)).getsockname()[:2]
             yield Live(f"ws://{host}:{port}", server, app, transport)
     finally:
-        server_mod.Transport = original  # type: ignore[misc]
+        ws_face.Transport = original  # type: ignore[misc]
 
 
 async def ws_connect(

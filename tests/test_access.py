@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import os
+import logging
 import secrets
 import socket
 import sys
@@ -26,8 +28,8 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from clinsum import server as server_mod
-from clinsum.server import Config, StartupError, check_access, parse_args
+from clinsum.config import Config, StartupError, check_access, parse_args
+from clinsum.faces import base as base_face
 
 from .fuzz_frames import PARAMS, Fuzzer
 from .robust_helpers import Conn, OllamaThread, inprocess, ws_connect
@@ -89,12 +91,14 @@ def test_token_from_flag_or_env_and_never_empty(monkeypatch: pytest.MonkeyPatch)
 # ----- bearer token and origin ---------------------------------------------------------------
 
 
-def raw_handshake(port: int, headers: list[bytes], then: bytes = b"") -> bytes:
-    """An opening handshake written by hand (any bytes in any header), plus `then` in the
-    same write; returns the status line."""
+def raw_handshake(
+    port: int, headers: list[bytes], then: bytes = b"", host: bytes | None = None
+) -> bytes:
+    """An opening handshake written by hand (any bytes in any header, one Host header), plus
+    `then` in the same write; returns the status line."""
     request = [
         b"GET / HTTP/1.1",
-        b"Host: 127.0.0.1:%d" % port,
+        b"Host: " + (host if host is not None else b"127.0.0.1:%d" % port),
         b"Upgrade: websocket",
         b"Connection: Upgrade",
         b"Sec-WebSocket-Key: " + base64.b64encode(secrets.token_bytes(16)),
@@ -132,7 +136,7 @@ async def test_bearer_token_is_checked_before_anything_else(
         compared.append((type(a), type(b)))
         return real_compare(a, b)
 
-    monkeypatch.setattr(server_mod.hmac, "compare_digest", spy)
+    monkeypatch.setattr(base_face.hmac, "compare_digest", spy)
     async with inprocess(
         data_dir, tmp_path / "s.csv", fake.url, auth_token=TOKEN, allowed_origins=[ORIGIN]
     ) as live:
@@ -202,6 +206,100 @@ async def test_bearer_token_is_checked_before_anything_else(
             conn = Conn(await ws_connect(live.url, TOKEN, headers=headers))
             assert await conn.result("ping") == {}
             await conn.close()
+
+
+async def test_default_flags_keep_web_pages_and_rebinding_out(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue #14, over a real socket with default flags (no token, no --allowed-origin).
+
+    Mutation guarded: the default origin policy back to "any origin" (the evil and `null`
+    origins would read patient records), or the Host check removed (DNS rebinding)."""
+    caplog.set_level(logging.WARNING)
+    async with inprocess(data_dir, tmp_path / "s.csv", fake.url) as live:
+        port = next(iter(live.server.sockets)).getsockname()[1]
+        for origin in ("http://evil.example", "null", "http://127.0.0.1:1"):
+            for _ in range(3):  # refused every time, logged once
+                with pytest.raises(InvalidStatus) as info:
+                    await ws_connect(live.url, headers={"Origin": origin})
+                assert info.value.response.status_code == 403, origin
+        conn = Conn(await ws_connect(live.url))  # no Origin: CLIs and SDKs
+        assert (await conn.result("fetch", {"patient_id": 45}))["patient"]["patient_id"] == 45
+        await conn.close()
+        status = await asyncio.to_thread(raw_handshake, port, [], host=b"evil.example:%d" % port)
+        assert status.startswith(b"HTTP/1.1 403"), status
+        for host in (b"localhost:%d" % port, b"[::1]:%d" % port, b"localhost"):
+            status = await asyncio.to_thread(raw_handshake, port, [], host=host)
+            assert status.startswith(b"HTTP/1.1 101"), (host, status)
+        assert not live.sessions or all(s.peer for s in live.sessions.values())
+    refused = [r.getMessage() for r in caplog.records if "Refused" in r.getMessage()]
+    assert sum("evil.example" in m and "origin" in m for m in refused) == 1, refused
+    assert sum("[origin: null]" in m for m in refused) == 1, refused
+    assert any("[host: evil.example:" in m for m in refused), refused
+
+
+async def test_allowed_and_wildcard_origins(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An --allowed-origin is let in; '*' lets anything in, with a warning at start-up."""
+    async with inprocess(data_dir, tmp_path / "a.csv", fake.url, allowed_origins=[ORIGIN]) as live:
+        conn = Conn(await ws_connect(live.url, headers={"Origin": ORIGIN}))
+        assert await conn.result("ping") == {}
+        await conn.close()
+    assert not any("'*'" in r.getMessage() for r in caplog.records)
+    async with inprocess(data_dir, tmp_path / "b.csv", fake.url, allowed_origins=["*"]) as live:
+        for origin in ("http://evil.example", "null"):
+            conn = Conn(await ws_connect(live.url, headers={"Origin": origin}))
+            assert await conn.result("ping") == {}
+            await conn.close()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "'*'" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+async def test_a_refusal_log_never_holds_the_token(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with inprocess(data_dir, tmp_path / "s.csv", fake.url, auth_token=TOKEN) as live:
+        for wrong in (TOKEN[:-1], TOKEN + "x"):
+            with pytest.raises(InvalidStatus):
+                await ws_connect(live.url, wrong, headers={"Origin": "http://evil.example"})
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Refused" in text and TOKEN[:-4] not in text
+
+
+def test_patient_data_files_are_the_owners_only(tmp_path: Path) -> None:
+    """New summaries file and its temporary copies 0600; an existing file keeps its mode."""
+    from clinsum import store as store_mod
+
+    path = tmp_path / "patient_summaries.csv"
+    store = store_mod.SummaryStore(path)
+    store.ensure_exists()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert Path(str(path) + ".lock").stat().st_mode & 0o777 == 0o600
+    seen: list[int] = []
+    real_replace = os.replace
+
+    def spy(src: Any, dst: Any) -> None:
+        seen.append(os.stat(src).st_mode & 0o777)
+        real_replace(src, dst)
+
+    store_mod.os.replace = spy  # type: ignore[attr-defined]
+    try:
+        store.save(1, "Ann", "Ann is well.", "m", "2026-01-01T00:00:00+00:00", True)
+        path.chmod(0o640)  # the owner's choice is kept through a rewrite
+        store.save(2, "Bob", "Bob is well.", "m", "2026-01-01T00:00:00+00:00", True)
+    finally:
+        store_mod.os.replace = real_replace  # type: ignore[attr-defined]
+    assert seen == [0o600, 0o640]
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+async def test_index_folder_is_the_owners_only(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread
+) -> None:
+    async with inprocess(data_dir, tmp_path / "s.csv", fake.url):
+        pass
+    assert (data_dir / "patient_data.chroma").stat().st_mode & 0o777 == 0o700
 
 
 # ----- what a request can reach ----------------------------------------------------------------

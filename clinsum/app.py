@@ -1,0 +1,80 @@
+"""The composition root: loads the records, the index, the model and the store once.
+
+Every face serves the same `App`; none of them builds its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import aclosing, suppress
+
+from .backends import Backend, LLMError, create_backend
+from .config import Config, StartupError
+from .prompt import build_messages, prefill
+from .records import Patient, RecordError, load_patients
+from .search import PatientIndex, SearchError
+from .store import StoreError, SummaryStore
+from .tools import App
+
+server_log = logging.getLogger("Server")
+
+
+async def build_app(config: Config) -> App:
+    """Load records, open the index and the model (in parallel), and the summaries file."""
+    try:
+        patients = await asyncio.to_thread(load_patients, config.data)
+    except RecordError as exc:
+        raise StartupError(str(exc)) from None
+    server_log.info("Loaded %d patients from %s", len(patients), config.data)
+
+    async def open_index() -> PatientIndex:
+        index = await asyncio.to_thread(
+            PatientIndex.open,
+            patients,
+            config.data,
+            chroma_url=config.chroma_url,
+            show_progress=config.show_progress,
+        )
+        # torch sets itself up on the first query (tens of ms): before anyone waits for it.
+        with suppress(SearchError):
+            await asyncio.to_thread(index.search, "warm-up", 1)
+        return index
+
+    async def open_backend() -> tuple[Backend, str]:
+        backend, reason = await create_backend(
+            config.backend,
+            model=config.model,
+            model_path=config.model_path,
+            ollama_host=config.ollama_host,
+            timeout=config.llm_timeout,
+        )
+        if backend.name == "embedded":
+            await _warm_up(backend, next(iter(patients.values())))
+        return backend, reason
+
+    try:
+        index, (backend, reason) = await asyncio.gather(open_index(), open_backend())
+    except (SearchError, LLMError) as exc:
+        raise StartupError(str(exc)) from None
+    server_log.info("LLM backend: %s (model %s): %s", backend.name, backend.model, reason)
+    store = SummaryStore(config.summaries)
+    try:
+        await asyncio.to_thread(store.ensure_exists)
+    except (StoreError, OSError) as exc:
+        raise StartupError(f"cannot use summaries file {config.summaries}: {exc}") from None
+    return App(patients, index, backend, store, max_inflight=config.max_inflight)
+
+
+async def _warm_up(backend: Backend, patient: Patient) -> None:
+    """Evaluate the prompt every summary starts with while the embedder is still loading,
+    so the first summary after start-up waits no longer than later ones (bench/results.md)."""
+    stream = backend.stream(build_messages(patient), prefill(patient), max_tokens=1)
+    with suppress(LLMError):
+        async with aclosing(stream):
+            async for _ in stream:
+                break
+
+
+
+__all__ = ["build_app"]

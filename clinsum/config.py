@@ -1,0 +1,199 @@
+"""The server's settings: one `Config`, filled from the command line and the environment.
+
+Every face reads the same `Config`; `Config.policy()` turns its access settings into the one
+`Policy` they all ask before serving a request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import logs
+from .backends import KINDS
+from .faces.base import Policy
+
+DEFAULT_PORT = 8765
+
+
+class StartupError(RuntimeError):
+    """The server cannot start; the message tells the user what to change."""
+
+
+@dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    data: Path = Path("patient_data.csv")
+    summaries: Path = Path("patient_summaries.csv")
+    chroma_url: str | None = None
+    backend: str = "auto"
+    model: str | None = None
+    model_path: str | None = None
+    ollama_host: str | None = None
+    llm_timeout: float = 60.0
+    log_level: str = "info"
+    max_message_bytes: int = 1 << 20
+    max_inflight: int = 4
+    max_connections: int = 256
+    auth_token: str | None = None
+    allow_unauthenticated: bool = False
+    allowed_origins: list[str] = field(default_factory=list)
+    allowed_hosts: list[str] = field(default_factory=list)
+    show_progress: bool = True
+
+    def policy(self) -> Policy:
+        """The access policy every face shares (token, Origin and Host checks)."""
+        return Policy(
+            token=self.auth_token,
+            allowed_origins=self.allowed_origins,
+            check_host=is_loopback(self.host),
+            allowed_hosts=self.allowed_hosts,
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_access(config: Config) -> None:
+    """Refuse to expose patient records to the network without a token."""
+    if not is_loopback(config.host) and not config.auth_token and not config.allow_unauthenticated:
+        raise StartupError(
+            f"refusing to listen on {config.host} without authentication: patient records "
+            "would be open to the network. Set --auth-token (or MCP_AUTH_TOKEN), or pass "
+            "--allow-unauthenticated if this network is trusted."
+        )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Config:
+    p = argparse.ArgumentParser(
+        prog="mcp_server.py",
+        description="Clinical patient-summary server: JSON-RPC 2.0 and MCP over WebSocket.",
+        epilog=(
+            "examples:\n"
+            "  python mcp_server.py                      # ws://127.0.0.1:8765, auto backend\n"
+            "  python mcp_server.py --backend embedded --port 9000\n"
+            "  python mcp_server.py --host 0.0.0.0 --auth-token s3cret\n"
+            "  python mcp_server.py --chroma-url http://127.0.0.1:8000"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8765; 0 = any)")
+    p.add_argument("--data", type=Path, default=Path("patient_data.csv"), help="patients CSV")
+    p.add_argument(
+        "--summaries",
+        type=Path,
+        default=Path("patient_summaries.csv"),
+        help="where saved summaries go (created if missing)",
+    )
+    p.add_argument(
+        "--chroma-url", help="use a Chroma server (http://HOST:PORT) instead of embedded Chroma"
+    )
+    p.add_argument(
+        "--backend",
+        choices=KINDS,
+        default="auto",
+        help="LLM backend; auto = Ollama if reachable with the model pulled, else embedded",
+    )
+    p.add_argument("--model", help="Ollama model name (default phi)")
+    p.add_argument("--model-path", help="GGUF file for the embedded backend (default SmolLM2)")
+    p.add_argument(
+        "--ollama-host",
+        default=os.environ.get("OLLAMA_HOST"),
+        help="Ollama URL (default $OLLAMA_HOST or http://127.0.0.1:11434)",
+    )
+    p.add_argument(
+        "--llm-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a model may stay silent before the call fails (default 60)",
+    )
+    p.add_argument("--log-level", choices=logs.LEVELS, default="info")
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=1 << 20,
+        help="largest frame accepted; larger ones close the connection with 1009 (default 1 MiB)",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=int,
+        default=4,
+        help="summaries one connection may run at once; beyond it a busy error (default 4)",
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=256, help="open connections allowed (default 256)"
+    )
+    p.add_argument(
+        "--auth-token",
+        default=os.environ.get("MCP_AUTH_TOKEN") or None,
+        help="require 'Authorization: Bearer TOKEN' (default $MCP_AUTH_TOKEN)",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="allow a non-loopback --host without --auth-token",
+    )
+    p.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="also accept browser pages from this Origin, e.g. https://ehr.example.org "
+        "(repeatable; '*' accepts any origin: unsafe). Requests without Origin are accepted",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="on a loopback bind, also accept this Host name (repeatable); the default accepts "
+        "localhost, 127.0.0.1 and [::1] only, which stops DNS rebinding",
+    )
+    a = p.parse_args(argv)
+    for name in ("max_message_bytes", "max_inflight", "max_connections"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= a.port <= 65535:
+        p.error("--port must be between 0 and 65535")
+    if a.auth_token is not None and not a.auth_token.strip():
+        # `--auth-token "$UNSET"` would otherwise run without authentication, silently.
+        p.error("--auth-token must not be empty")
+    return Config(
+        host=a.host,
+        port=a.port,
+        data=a.data,
+        summaries=a.summaries,
+        chroma_url=a.chroma_url,
+        backend=a.backend,
+        model=a.model,
+        model_path=a.model_path,
+        ollama_host=a.ollama_host,
+        llm_timeout=a.llm_timeout,
+        log_level=a.log_level,
+        max_message_bytes=a.max_message_bytes,
+        max_inflight=a.max_inflight,
+        max_connections=a.max_connections,
+        auth_token=a.auth_token,
+        allow_unauthenticated=a.allow_unauthenticated,
+        allowed_origins=a.allowed_origin,
+        allowed_hosts=a.allowed_host,
+        show_progress=sys.stderr.isatty(),
+    )
+
+
+
+
+__all__ = ["DEFAULT_PORT", "Config", "StartupError", "check_access", "is_loopback", "parse_args"]
