@@ -76,5 +76,4 @@ async def _warm_up(backend: Backend, patient: Patient) -> None:
                 break
 
 
-
 __all__ = ["build_app"]

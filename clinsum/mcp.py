@@ -147,7 +147,7 @@ def build_dispatcher(app: App) -> Dispatcher:
         if not isinstance(arguments, dict):
             raise invalid_params("arguments", "must be an object")
         try:
-            call.events = mcp_events(call)
+            call.events = mcp_events(call) if tool.streams else None
             result = await tool.run(app, call, arguments)
         except RPCError as exc:
             # Tool failures (bad arguments included) are results the model can read and fix.
@@ -175,7 +175,7 @@ def build_dispatcher(app: App) -> Dispatcher:
 
 def _plain(app: App, tool: Tool) -> Handler:
     async def handler(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        call.events = mcp_events(call)
+        call.events = mcp_events(call) if tool.streams else None
         return await tool.run(app, call, params)
 
     return handler

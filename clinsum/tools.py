@@ -247,6 +247,7 @@ class Tool:
     params: tuple[Param, ...]
     handler: ToolHandler
     output_schema: dict[str, Any]
+    streams: bool = False  # reports tokens through `call.events` while it runs
 
     def input_schema(self) -> dict[str, Any]:
         return {
@@ -513,6 +514,7 @@ TOOLS: dict[str, Tool] = {
                 },
                 "required": ["summary_id", "patient_id", "name", "summary", "grounding"],
             },
+            streams=True,
         ),
         Tool(
             "save_summary",

@@ -136,9 +136,7 @@ async def inprocess(
         store,
         max_inflight=max_inflight,
     )
-    cfg = Config(
-        port=0, data=data, summaries=summaries, max_inflight=max_inflight, **config
-    )
+    cfg = Config(port=0, data=data, summaries=summaries, max_inflight=max_inflight, **config)
     original = ws_face.Transport
     ws_face.Transport = RecordingTransport  # type: ignore[misc]
     try:
