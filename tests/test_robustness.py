@@ -452,7 +452,7 @@ async def test_token_never_logged_even_at_debug(pool: Pool) -> None:
     assert await conn.result("ping") == {}
     await conn.close()
     server = pool.members[0]
-    assert server.wait_for("Rejected") and server.wait_for("Client connected")
+    assert server.wait_for("Refused") and server.wait_for("Client connected")
     log = pool.log()
     assert "[asyncio] Using selector" in log  # debug lines are written: the level is debug
     for secret in (TOKEN, *near_misses, TOKEN[4:]):
