@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -31,9 +32,11 @@ from websockets.http11 import Request, Response
 from . import logs
 from .backends import KINDS, Backend, LLMError, create_backend
 from .jsonrpc import Dispatcher, Session, dumps, notification, parse
+from .legacy import data as legacy_data
+from .legacy import protocol as legacy_protocol
 from .mcp import build_dispatcher
 from .prompt import build_messages, prefill
-from .records import Patient, RecordError, load_patients
+from .records import Patient, RecordError
 from .search import PatientIndex, SearchError
 from .store import StoreError, SummaryStore
 from .tools import App
@@ -70,6 +73,7 @@ class Config:
     allow_unauthenticated: bool = False
     allowed_origins: list[str] = field(default_factory=list)
     show_progress: bool = True
+    data_note: str = ""  # why `data` is not the default file (said at start-up)
 
 
 def is_loopback(host: str) -> bool:
@@ -93,11 +97,23 @@ def check_access(config: Config) -> None:
 
 async def build_app(config: Config) -> App:
     """Load records, open the index and the model (in parallel), and the summaries file."""
+    if config.data_note:
+        server_log.info("%s", config.data_note)
     try:
-        patients = await asyncio.to_thread(load_patients, config.data)
+        loaded = await asyncio.to_thread(legacy_data.load, config.data)
     except RecordError as exc:
         raise StartupError(str(exc)) from None
-    server_log.info("Loaded %d patients from %s", len(patients), config.data)
+    patients = loaded.patients
+    server_log.info(
+        "Loaded %d patients from %s (%s; scores on a 0-%g scale%s)",
+        len(patients),
+        config.data,
+        loaded.kind,
+        loaded.scale,
+        ", since some are above 1" if loaded.scale == 10 else "",
+    )
+    for note in loaded.notes:
+        server_log.info("%s: %s", config.data, note)
 
     async def open_index() -> PatientIndex:
         index = await asyncio.to_thread(
@@ -150,8 +166,11 @@ async def _warm_up(backend: Backend, patient: Patient) -> None:
 class Transport:
     """Moves frames between WebSocket connections and the dispatcher."""
 
-    def __init__(self, dispatcher: Dispatcher, config: Config) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, config: Config, paths: dict[str, Dispatcher] | None = None
+    ) -> None:
         self.dispatcher = dispatcher
+        self.paths = paths or {}  # URL path -> its dispatcher; any other path: `dispatcher`
         self.config = config
         self.sessions: dict[ServerConnection, Session] = {}
         self._token = (config.auth_token or "").encode()
@@ -188,6 +207,8 @@ class Transport:
     async def handle(self, ws: ServerConnection) -> None:
         session = Session(peer=_peer(ws))
         self.sessions[ws] = session
+        path = urlsplit(ws.request.path).path if ws.request else "/"
+        dispatcher = self.paths.get(path, self.dispatcher)
         log.info("Client connected from %s (%d open)", session.peer, len(self.sessions))
         pending = asyncio.Semaphore(MAX_PENDING_PER_CONNECTION)
         tasks: set[asyncio.Task[None]] = set()
@@ -203,9 +224,17 @@ class Transport:
                 # Nobody is listening any more: stop the work as a cancellation would.
                 raise asyncio.CancelledError from None
 
+        async def send_frame(message: dict[str, Any]) -> None:
+            try:
+                await ws.send(dumps(message))
+            except ConnectionClosed:
+                raise asyncio.CancelledError from None
+
+        session.send_frame = send_frame
+
         async def answer(message: Any) -> None:
             try:
-                reply = await self.dispatcher.handle(message, session, notify)
+                reply = await dispatcher.handle(message, session, notify)
                 if reply is not None:
                     await send(reply)
             except (ConnectionClosed, asyncio.CancelledError):
@@ -225,7 +254,7 @@ class Transport:
                 if isinstance(message, dict) and "id" not in message:
                     # Notifications (cancel above all) are handled at once, never queued.
                     # One that is not a valid request is still answered (-32600, id null).
-                    reply = await self.dispatcher.handle(message, session, notify)
+                    reply = await dispatcher.handle(message, session, notify)
                     if reply is not None:
                         await send(reply)
                     continue
@@ -260,7 +289,12 @@ async def running(config: Config, app: App | None = None) -> AsyncIterator[tuple
     """Start the server (building the app unless given one) and close it on exit."""
     check_access(config)
     app = app or await build_app(config)
-    transport = Transport(build_dispatcher(app), config)
+    transport = Transport(
+        legacy_protocol.install(build_dispatcher(app), app),
+        config,
+        # The original tool's clients connect to /mcp: there `tools/list` shows its names.
+        {legacy_protocol.PATH: legacy_protocol.install(build_dispatcher(app), app, listing=True)},
+    )
     origins: list[str | None] | None = None
     if config.allowed_origins:
         # Browsers always send Origin; other clients send none and are let through.
@@ -324,7 +358,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8765; 0 = any)")
-    p.add_argument("--data", type=Path, default=Path("patient_data.csv"), help="patients CSV")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="patients file: CSV (one row per patient or per visit) or JSON list; default "
+        "patient_data.csv, else the original tool's patients_data.csv if only that is here",
+    )
     p.add_argument(
         "--summaries",
         type=Path,
@@ -395,10 +434,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     if a.auth_token is not None and not a.auth_token.strip():
         # `--auth-token "$UNSET"` would otherwise run without authentication, silently.
         p.error("--auth-token must not be empty")
+    data, data_note = (a.data, "") if a.data else legacy_data.default_data_file()
     return Config(
         host=a.host,
         port=a.port,
-        data=a.data,
+        data=data,
+        data_note=data_note,
         summaries=a.summaries,
         chroma_url=a.chroma_url,
         backend=a.backend,
