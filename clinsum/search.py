@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from clinsum import logs
-from clinsum.records import Patient, RecordError, file_hash, load_patients
+from clinsum.legacy import data as patient_files
+from clinsum.records import Patient, RecordError, file_hash
 from clinsum.vocab import MEDICATIONS, find_concepts
 
 if TYPE_CHECKING:
@@ -624,14 +625,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m clinsum.search",
         description="Build (or check) the search index for a patients file; optionally query it.",
     )
-    parser.add_argument("--data", default="patient_data.csv", help="patients CSV file")
+    parser.add_argument(
+        "--data", default="patient_data.csv", help="patients file (CSV or the original's JSON)"
+    )
     parser.add_argument("--chroma-url", help="use a Chroma server, e.g. http://127.0.0.1:8000")
     parser.add_argument("--query", help="run one search and print the hits")
     parser.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args(argv)
     logs.setup("info")
     try:
-        patients = load_patients(args.data)
+        patients = patient_files.load(args.data).patients
         index = PatientIndex.open(patients, args.data, chroma_url=args.chroma_url)
         hits = index.search(args.query, args.top_k) if args.query else []
     except (RecordError, SearchError) as exc:

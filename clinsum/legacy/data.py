@@ -85,8 +85,11 @@ class _Translator:
         match = _BP.fullmatch(value.strip()) if isinstance(value, str) else None
         return f"{match[1]}/{match[2]}" if match else value
 
-    def sugar(self, value: Any, as_text: bool) -> Any:
-        """A decimal glucose rounded to whole mg/dL; text stays text for CSV fields."""
+    def sugar(self, value: Any, as_text: bool, note: bool = True) -> Any:
+        """A decimal glucose rounded to whole mg/dL; text stays text for CSV fields.
+
+        `note=False` for a copy of a value that is counted where it stands (a per-visit
+        file's current glucose is its latest visit's)."""
         number: float | None = None
         if isinstance(value, float) and math.isfinite(value):
             number = value
@@ -95,7 +98,7 @@ class _Translator:
         if number is None:
             return value
         whole = round(number)
-        if whole != number:
+        if whole != number and note:
             self.rounded.append((_plain(value), whole))
         return str(whole) if as_text else whole
 
@@ -221,6 +224,7 @@ def _from_visit_rows(records: list[RawRecord], t: _Translator) -> list[RawRecord
         ]
         current = {k: latest.row[k] for k in PATIENT_KEYS}
         current.update({k: latest.row.get(v, "") for k, v in CURRENT_FROM_VISIT.items()})
+        current["current_sugar"] = t.sugar(current["current_sugar"], as_text=True, note=False)
         visits = [{k: v for k, v in r.row.items() if k not in PATIENT_KEYS} for r in rows]
         out.append(
             RawRecord(
