@@ -392,6 +392,8 @@ async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str
     if "text" in params:
         return await _save_text(app, call, params)
     if "summary_id" not in params:
+        if "patient_id" in params:
+            raise invalid_params("text", "is required with patient_id (or give summary_id)")
         raise invalid_params("summary_id", "is required (or give patient_id and text)")
     summary = _summary(app, params["summary_id"])
     if not summary.grounded and not params["force"]:
