@@ -266,3 +266,15 @@ def test_client_shows_scale_and_extra_visit_fields() -> None:
     for column in ("symptom_score", "bp_risk", "sugar_risk", "age_factor"):
         assert column in text
     assert "7.2/10" in text  # the second visit's risk
+
+
+def test_current_fields_come_from_the_latest_visit_not_the_last_row(tmp_path: Path) -> None:
+    path = _per_visit(
+        tmp_path,
+        "9,Cy Dee,50,M,2022-01-05,cough,120/80,99,,,1,1,1,1,2,3,ok,",
+        "9,Cy Dee,51,M,2023-06-01T12:00:00Z,fever,150/95,130,asthma,,1,1,1,1,4,5,ok,",
+        "9,Cy Dee,50,M,2021-01-05,rash,118/76,90,,,1,1,1,1,1,2,ok,",
+    )
+    p = data.load(path).patients[9]
+    assert (p.age, p.current_symptoms, p.current_bp, p.risk_score) == (51, "fever", "150/95", 5.0)
+    assert [v.date for v in p.visit_history] == ["2022-01-05", "2023-06-01", "2021-01-05"]

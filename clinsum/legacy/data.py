@@ -218,10 +218,9 @@ def _from_visit_rows(records: list[RawRecord], t: _Translator) -> list[RawRecord
         if short:
             out.extend(short)  # reported as they are, with their own lines
             continue
-        # The latest visit, by date; on equal dates the later row. ISO dates sort as text.
-        latest = max(enumerate(rows), key=lambda ir: (str(t.date(ir[1].row["visit_date"])), ir[0]))[
-            1
-        ]
+        # The latest visit by date (ISO dates sort as text), whatever the row order;
+        # reversed, because on equal dates max keeps the first it sees: the later row.
+        latest = max(reversed(rows), key=lambda r: str(t.date(r.row["visit_date"])))
         current = {k: latest.row[k] for k in PATIENT_KEYS}
         current.update({k: latest.row.get(v, "") for k, v in CURRENT_FROM_VISIT.items()})
         current["current_sugar"] = t.sugar(current["current_sugar"], as_text=True, note=False)
