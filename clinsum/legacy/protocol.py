@@ -58,7 +58,7 @@ class Alias:
     render: Render  # (canonical params, result, follow-up results) -> the original's text
     renames: Mapping[str, str] = field(default_factory=dict)  # original name -> canonical
     fixed: Mapping[str, Any] = field(default_factory=dict)  # canonical params it never sent
-    then: Then | None = None  # canonical calls the text also needs, from the first result
+    then: Then = lambda result: []  # canonical calls the text also needs, from the result
     streams: bool = False  # tokens go out as the original's frames
 
     def translate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,11 +88,7 @@ class Alias:
         call.events = events
         try:
             result = await TOOLS[self.tool].run(app, call, params)
-            more = (
-                [await TOOLS[name].run(app, call, p) for name, p in self.then(result)]
-                if (self.then)
-                else []
-            )
+            more = [await TOOLS[name].run(app, call, p) for name, p in self.then(result)]
         except RPCError as exc:
             raise self._respell(exc) from None
         return self.render(params, result, more)
