@@ -217,20 +217,17 @@ class Transport:
             with suppress(ConnectionClosed):
                 await ws.send(dumps(message))
 
-        async def notify(method: str, params: dict[str, Any]) -> None:
-            try:
-                await ws.send(dumps(notification(method, params)))
-            except ConnectionClosed:
-                # Nobody is listening any more: stop the work as a cancellation would.
-                raise asyncio.CancelledError from None
-
         async def send_frame(message: dict[str, Any]) -> None:
             try:
                 await ws.send(dumps(message))
             except ConnectionClosed:
+                # Nobody is listening any more: stop the work as a cancellation would.
                 raise asyncio.CancelledError from None
 
-        session.send_frame = send_frame
+        async def notify(method: str, params: dict[str, Any]) -> None:
+            await send_frame(notification(method, params))
+
+        session.send_frame = send_frame  # the original tool's bare token frames use it
 
         async def answer(message: Any) -> None:
             try:
