@@ -140,7 +140,7 @@ def test_real_export_spellings_are_accepted(tmp_path: Path, caplog) -> None:
         "rest,first visit",
         '7,Ana Ruiz,41,F,2022-03-02 09:30:00,"cough, fever",135.0/87.0,140.4,asthma,'
         "albuterol,4,4,2,2,4.2,4.6,inhaler,second visit",
-        "8,Ben Ode,70,M,2022-01-05,none,142/90,99,none,none,1,6,0,8,5.0,5.5,ok,",
+        "8,Ben Ode,70,M,2022-01-05,none,142/90,99,none,none,1,6,0,8,5.0,5.5,ok,7",
     )
     loaded = data.load(path)
     ana, ben = loaded.patients[7], loaded.patients[8]
@@ -151,6 +151,9 @@ def test_real_export_spellings_are_accepted(tmp_path: Path, caplog) -> None:
     assert [v.sugar for v in ana.visit_history] == [102, 140]
     assert ana.visit_history[0].history == "" and ana.visit_history[0].medications == ""
     assert (ben.current_symptoms, ben.medical_history, ben.current_medications) == ("", "", "")
+    # Text columns stay text even when they look like numbers; number columns become numbers.
+    assert ben.visit_history[0].notes == "7"
+    assert ben.visit_history[0].to_dict()["bp_risk"] == 6
     # Rounding is said once, with examples, not once per value.
     assert loaded.notes == [
         "rounded 2 decimal glucose value(s) to whole mg/dL (101.6 -> 102, 140.4 -> 140)"

@@ -54,6 +54,11 @@ CURRENT_FROM_VISIT = {
     "risk_score": "risk_score",
 }
 PATIENT_KEYS = ("patient_id", "name", "age", "gender")
+# Visit columns of a per-visit file that hold text; the others (sugar, scores, the original's
+# extra scores) hold numbers.
+VISIT_TEXT_KEYS = frozenset(
+    {"visit_date", "symptoms", "bp", "medical_history", "current_medications", "outcome", "notes"}
+)
 SCORE_KEYS = ("base_score", "risk_score")
 LIST_FIELDS = ("current_symptoms", "medical_history", "current_medications")
 VISIT_LIST_FIELDS = ("symptoms", "history", "medications")
@@ -123,10 +128,10 @@ class _Translator:
         return GENDERS.get(value.strip().lower(), value) if isinstance(value, str) else value
 
     def visit(self, raw: Any) -> Any:
-        """One visit object with our keys, re-spelled values and numbers as JSON numbers."""
+        """One visit object with our keys and re-spelled values."""
         if not isinstance(raw, dict):
             return raw
-        out = {VISIT_RENAMES.get(k, k): _number(v) for k, v in raw.items()}
+        out = {VISIT_RENAMES.get(k, k): v for k, v in raw.items()}
         for key in VISIT_LIST_FIELDS:
             if key in out:
                 out[key] = self.entries(out[key])
@@ -183,7 +188,7 @@ def _number(value: Any) -> Any:
     """ "135" -> 135, "5.67" -> 5.67 (a per-visit CSV cell); anything else unchanged."""
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         text = value.strip()
-        return float(text) if any(c in text for c in ".") else int(text)
+        return float(text) if "." in text else int(text)
     return value
 
 
@@ -224,7 +229,16 @@ def _from_visit_rows(records: list[RawRecord], t: _Translator) -> list[RawRecord
         current = {k: latest.row[k] for k in PATIENT_KEYS}
         current.update({k: latest.row.get(v, "") for k, v in CURRENT_FROM_VISIT.items()})
         current["current_sugar"] = t.sugar(current["current_sugar"], as_text=True, note=False)
-        visits = [{k: v for k, v in r.row.items() if k not in PATIENT_KEYS} for r in rows]
+        # CSV cells are all text: the numbers among them become JSON numbers, as in a visit
+        # list, and the validator checks them as such.
+        visits = [
+            {
+                k: v if k in VISIT_TEXT_KEYS else _number(v)
+                for k, v in r.row.items()
+                if k not in PATIENT_KEYS
+            }
+            for r in rows
+        ]
         out.append(
             RawRecord(
                 latest.where, t.row(current, visits), visit_where=tuple(r.where for r in rows)
