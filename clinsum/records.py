@@ -313,7 +313,11 @@ class RawRecord:
 
 
 def read_csv(path: str | Path) -> tuple[list[str], list[RawRecord]]:
-    """The header and every record of a CSV file, as text with its first line number."""
+    """The header and every record of a CSV file, as text with its first line number.
+
+    Raises:
+        RecordError: the file is missing, empty, not UTF-8 or not CSV.
+    """
     path = Path(path)
     if not path.exists():
         raise RecordError(f"patient data file not found: {path}")
@@ -349,6 +353,10 @@ def validate(path: str | Path, records: list[RawRecord], scale: float = 1.0) -> 
 
     Every loader ends here: the original tool's files are first translated to canonical rows
     (`clinsum.legacy.data`), then checked by these same rules.
+
+    Raises:
+        RecordError: one line per invalid record (file, line, field, value), at most
+            MAX_ERRORS_SHOWN of them; nothing is returned half-loaded.
     """
     if scale not in SCALES:
         raise ValueError(f"score scale must be one of {SCALES}, not {scale!r}")

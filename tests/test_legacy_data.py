@@ -213,8 +213,9 @@ def test_bad_json_record_names_its_place_in_the_list(tmp_path: Path) -> None:
     patients = json.loads((ORIGINAL / "patients_data.json").read_text())[:3]
     patients[2]["age"] = 300
     path = tmp_path / "p.json"
-    path.write_text(json.dumps(patients))
-    with pytest.raises(RecordError, match=r"p\.json, patient 3 of the list, field age: "):
+    # One patient per line after the "[": the third starts on line 4.
+    path.write_text("[\n" + ",\n".join(json.dumps(p) for p in patients) + "\n]\n")
+    with pytest.raises(RecordError, match=r"p\.json, line 4, field age: "):
         data.load(path)
 
 

@@ -248,8 +248,10 @@ def _from_visit_rows(records: list[RawRecord], t: _Translator) -> list[RawRecord
 
 
 def _read_json(path: Path) -> list[RawRecord]:
+    """The list's items, each with the line it starts on, so errors name a line as for CSV."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
+        data = json.loads(text)
     except UnicodeDecodeError as exc:
         raise RecordError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -259,8 +261,8 @@ def _read_json(path: Path) -> list[RawRecord]:
     if not isinstance(data, list):
         raise RecordError(f"{path}: expected a JSON list of patients, not {type(data).__name__}")
     records = []
-    for i, item in enumerate(data, 1):
-        where = f"patient {i} of the list"
+    for line, item in zip(_item_lines(text), data, strict=True):
+        where = f"line {line}"
         if not isinstance(item, dict):
             records.append(RawRecord(where, {}, problem=f"expected an object, not {item!r:.40}"))
             continue
@@ -268,6 +270,16 @@ def _read_json(path: Path) -> list[RawRecord]:
         problem = f"missing key(s): {', '.join(missing)}" if missing else ""
         records.append(RawRecord(where, item, problem=problem))
     return records
+
+
+def _item_lines(text: str) -> Iterator[int]:
+    """The line each item of a valid top-level JSON list starts on."""
+    decoder = json.JSONDecoder()
+    skip = re.compile(r"[\s,]*")
+    pos = skip.match(text, text.index("[") + 1).end()
+    while pos < len(text) and text[pos] != "]":
+        yield text.count("\n", 0, pos) + 1
+        pos = skip.match(text, decoder.raw_decode(text, pos)[1]).end()
 
 
 def _scores(record: RawRecord) -> Iterator[Any]:
