@@ -11,8 +11,9 @@ from contextlib import aclosing, suppress
 
 from .backends import Backend, LLMError, create_backend
 from .config import Config, StartupError
+from .legacy import data as legacy_data
 from .prompt import build_messages, prefill
-from .records import Patient, RecordError, load_patients
+from .records import Patient, RecordError
 from .search import PatientIndex, SearchError
 from .store import StoreError, SummaryStore
 from .tools import App
@@ -22,11 +23,23 @@ server_log = logging.getLogger("Server")
 
 async def build_app(config: Config) -> App:
     """Load records, open the index and the model (in parallel), and the summaries file."""
+    if config.data_note:
+        server_log.info("%s", config.data_note)
     try:
-        patients = await asyncio.to_thread(load_patients, config.data)
+        loaded = await asyncio.to_thread(legacy_data.load, config.data)
     except RecordError as exc:
         raise StartupError(str(exc)) from None
-    server_log.info("Loaded %d patients from %s", len(patients), config.data)
+    patients = loaded.patients
+    server_log.info(
+        "Loaded %d patients from %s (%s; scores on a 0-%g scale%s)",
+        len(patients),
+        config.data,
+        loaded.kind,
+        loaded.scale,
+        ", since some are above 1" if loaded.scale == 10 else "",
+    )
+    for note in loaded.notes:
+        server_log.info("%s: %s", config.data, note)
 
     async def open_index() -> PatientIndex:
         index = await asyncio.to_thread(

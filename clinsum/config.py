@@ -17,6 +17,7 @@ from pathlib import Path
 from . import logs
 from .backends import KINDS
 from .faces.base import Policy
+from .legacy import data as legacy_data
 
 DEFAULT_PORT = 8765
 
@@ -46,6 +47,7 @@ class Config:
     allowed_origins: list[str] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)
     show_progress: bool = True
+    data_note: str = ""  # why `data` is not the default file (said at start-up)
 
     def policy(self) -> Policy:
         """The access policy every face shares (token, Origin and Host checks)."""
@@ -91,7 +93,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8765; 0 = any)")
-    p.add_argument("--data", type=Path, default=Path("patient_data.csv"), help="patients CSV")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="patients file: CSV (one row per patient or per visit) or JSON list; default "
+        "patient_data.csv, else the original tool's patients_data.csv if only that is here",
+    )
     p.add_argument(
         "--summaries",
         type=Path,
@@ -171,10 +178,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     if a.auth_token is not None and not a.auth_token.strip():
         # `--auth-token "$UNSET"` would otherwise run without authentication, silently.
         p.error("--auth-token must not be empty")
+    data, data_note = (a.data, "") if a.data else legacy_data.default_data_file()
     return Config(
         host=a.host,
         port=a.port,
-        data=a.data,
+        data=data,
+        data_note=data_note,
         summaries=a.summaries,
         chroma_url=a.chroma_url,
         backend=a.backend,
@@ -192,8 +201,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         allowed_hosts=a.allowed_host,
         show_progress=sys.stderr.isatty(),
     )
-
-
 
 
 __all__ = ["DEFAULT_PORT", "Config", "StartupError", "check_access", "is_loopback", "parse_args"]

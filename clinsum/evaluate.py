@@ -22,8 +22,9 @@ from typing import Any
 
 from .backends import create_backend
 from .grounding import Grounding, check
+from .legacy import data as patient_files
 from .prompt import build_messages, prefill
-from .records import Patient, load_patients
+from .records import Patient
 
 NUMBER_KINDS = frozenset({"age", "bp", "sugar", "number"})
 CONCEPT_KINDS = frozenset({"condition", "medication"})
@@ -154,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model-path", help="another GGUF file")
     p.add_argument("--out", type=Path, default=Path("bench/eval.md"), help="markdown report")
     a = p.parse_args(argv)
-    patients = list(load_patients(a.data).values())[: a.limit]
+    patients = list(patient_files.load(a.data).patients.values())[: a.limit]
     graded = asyncio.run(summarize_all(patients, a.max_tokens, a.model_path))
     model = Path(a.model_path).stem if a.model_path else "SmolLM2-135M-Instruct.Q4_1"
     r = report(graded, model)

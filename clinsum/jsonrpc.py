@@ -90,6 +90,9 @@ class Session:
     client_info: dict[str, Any] = field(default_factory=dict)
     initialized: bool = False
     in_flight: dict[Any, asyncio.Task[Any]] = field(default_factory=dict)
+    # Sends one frame as it is, outside JSON-RPC (the original tool's token frames); set by
+    # a transport that can. Raises CancelledError once the peer is gone.
+    send_frame: Callable[[dict[str, Any]], Awaitable[None]] | None = None
 
     def cancel(self, request_id: Any) -> bool:
         """Cancel a running request; MCP says it then gets no reply at all."""

@@ -29,6 +29,9 @@ log = logging.getLogger("MCP Protocol")
 
 # Newest first: a client asking for one we do not know gets the newest, as the spec says.
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+# For an `initialize` that names no version (the original tool's clients may send empty
+# params): the version that tool answered with.
+UNNAMED_VERSION = "2024-11-05"
 SERVER_INFO = {
     "name": "clinsum",
     "title": "Clinical patient summaries",
@@ -94,9 +97,9 @@ def build_dispatcher(app: App) -> Dispatcher:
 
     @d.method("initialize")
     async def initialize(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        requested = params.get("protocolVersion")
+        requested = params.get("protocolVersion", UNNAMED_VERSION)
         if not isinstance(requested, str):
-            raise invalid_params("protocolVersion", "is required and must be a string")
+            raise invalid_params("protocolVersion", "must be a string")
         version = requested if requested in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
         info = params.get("clientInfo")
         call.session.protocol_version = version

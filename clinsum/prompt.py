@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .scores import format_risk
+
 if TYPE_CHECKING:
     from .records import Patient
 
@@ -64,8 +66,8 @@ def _facts(patient: Patient) -> list[tuple[str, str]]:
         # Drug names only: the prefill states every number, and the backend forbids digits
         # after it, so a dose in the prompt could only come out as "Metformin  mg".
         ("Current medications", ", ".join(_drug_names(patient)) or "none"),
-        # As a percentage: given "0.487", the model tends to write "4.87%" or "48%" on its own.
-        ("Risk score", f"{patient.risk_score:.0%}"),
+        # On the file's scale (scores.format_risk): "49%" for 0-1, "6.6/10" for 0-10.
+        ("Risk score", format_risk(patient)),
         ("Last visit outcome", _last_outcome(patient)),
     ]
 
@@ -99,7 +101,7 @@ def prefill(patient: Patient) -> str:
     return (
         f"{patient.name} is {article} {patient.age}-year-old {_gender(patient)} with {conditions}, "
         f"{presenting}, a blood pressure of {patient.current_bp} mmHg, a blood sugar of "
-        f"{patient.current_sugar} mg/dL and a risk score of {patient.risk_score:.0%}."
+        f"{patient.current_sugar} mg/dL and a risk score of {format_risk(patient)}."
         # Left to itself after the facts, the model restates them and drifts into conditions
         # the patient does not have; asked for the recommendation, it gives one.
         " Recommendation:"

@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from .scores import SCALES
+
 COLUMNS = (
     "patient_id",
     "name",
@@ -77,9 +79,15 @@ class Visit:
     risk_score: float
     outcome: str
     notes: str
+    # Further keys a file's visits carry (the original tool's symptom_score, bp_risk, ...):
+    # kept, in file order, so that nothing the file says is lost; shown with the visit.
+    extra: tuple[tuple[str, str | int | float | bool | None], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The visit's keys, then its extra keys, in one flat object."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out.update(self.extra)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +104,7 @@ class Patient:
     medical_history: str
     current_medications: str
     visit_history: tuple[Visit, ...]
+    score_scale: float = 1.0  # 1.0 or 10.0: the scale the file's scores are written on
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: plain str/int/float values and the visits as a list of dicts."""
@@ -154,16 +163,16 @@ def _parse_int(field: str, raw: object, lo: int, hi: int, what: str) -> int:
     return value
 
 
-def _parse_score(field: str, raw: object) -> float:
-    """A number in [0, 1]: CSV text like "0.42", or a number from visit JSON."""
+def _parse_score(field: str, raw: object, scale: float) -> float:
+    """A number in [0, scale]: CSV text like "0.42", or a number from visit JSON."""
     value = math.nan
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         value = float(raw)
     elif isinstance(raw, str):
         with contextlib.suppress(ValueError):
             value = float(raw)
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise _Invalid(field, "must be a number between 0 and 1", raw)
+    if not (math.isfinite(value) and 0.0 <= value <= scale):
+        raise _Invalid(field, f"must be a number between 0 and {scale:g}", raw)
     return value
 
 
@@ -195,13 +204,17 @@ def _parse_bp(field: str, raw: object) -> str:
     return f"{systolic}/{diastolic}"
 
 
-def _parse_visit(index: int, raw: object) -> Visit:
+def _parse_visit(index: int, raw: object, scale: float) -> Visit:
     field = f"visit_history[{index}]"
     if not isinstance(raw, dict):
         raise _Invalid(field, f"must be a JSON object, not {type(raw).__name__}", raw)
     missing = [k for k in VISIT_KEYS if k not in raw]
     if missing:
         raise _Invalid(field, f"is missing key(s) {', '.join(missing)}", raw)
+    extra = tuple((k, v) for k, v in raw.items() if k not in VISIT_KEYS)
+    for key, value in extra:
+        if isinstance(value, dict | list):
+            raise _Invalid(f"{field}.{key}", "must be a number or a string", value)
     for key in ("date", "symptoms", "history", "medications", "outcome", "notes", "bp"):
         if not isinstance(raw[key], str):
             raise _Invalid(f"{field}.{key}", "must be a string", raw[key])
@@ -219,14 +232,15 @@ def _parse_visit(index: int, raw: object) -> Visit:
         sugar=_parse_int(f"{field}.sugar", raw["sugar"], *SUGAR_RANGE, what=MG_DL),
         history=raw["history"],
         medications=raw["medications"],
-        base_score=_parse_score(f"{field}.base_score", raw["base_score"]),
-        risk_score=_parse_score(f"{field}.risk_score", raw["risk_score"]),
+        base_score=_parse_score(f"{field}.base_score", raw["base_score"], scale),
+        risk_score=_parse_score(f"{field}.risk_score", raw["risk_score"], scale),
         outcome=raw["outcome"],
         notes=raw["notes"],
+        extra=extra,
     )
 
 
-def _parse_visits(raw: str) -> tuple[Visit, ...]:
+def _parse_visits(raw: str, scale: float) -> tuple[Visit, ...]:
     if not raw.strip():
         return ()
     try:
@@ -237,10 +251,10 @@ def _parse_visits(raw: str) -> tuple[Visit, ...]:
         ) from None
     if not isinstance(data, list):
         raise _Invalid("visit_history", "must be a JSON list of visits", raw)
-    return tuple(_parse_visit(i, v) for i, v in enumerate(data))
+    return tuple(_parse_visit(i, v, scale) for i, v in enumerate(data))
 
 
-def _parse_row(row: dict[str, str]) -> Patient:
+def _parse_row(row: dict[str, str], scale: float) -> Patient:
     name = row["name"].strip()
     if not name:
         raise _Invalid("name", "must not be empty", row["name"])
@@ -255,11 +269,12 @@ def _parse_row(row: dict[str, str]) -> Patient:
         current_symptoms=row["current_symptoms"].strip(),
         current_bp=_parse_bp("current_bp", row["current_bp"]),
         current_sugar=_parse_int("current_sugar", row["current_sugar"], *SUGAR_RANGE, what=MG_DL),
-        base_score=_parse_score("base_score", row["base_score"]),
-        risk_score=_parse_score("risk_score", row["risk_score"]),
+        base_score=_parse_score("base_score", row["base_score"], scale),
+        risk_score=_parse_score("risk_score", row["risk_score"], scale),
         medical_history=row["medical_history"].strip(),
         current_medications=row["current_medications"].strip(),
-        visit_history=_parse_visits(row["visit_history"]),
+        visit_history=_parse_visits(row["visit_history"], scale),
+        score_scale=scale,
     )
 
 
@@ -281,8 +296,28 @@ def _record_shapes(path: Path) -> list[tuple[int, int]]:
     return shapes
 
 
-def load_patients(path: str | Path) -> dict[int, Patient]:
-    """All patients by id, in file order, or a RecordError listing what is wrong and where."""
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One record as text, before validation, and where it came from.
+
+    `where` names its place in the file ("line 7"); `visit_where`, when the visits come from
+    rows of their own (one row per visit), names each visit's place, so an error in a visit
+    points at that visit's line. `problem` is set when the record could not even be split
+    into fields (a short row): it is reported as it is.
+    """
+
+    where: str
+    row: dict[str, str]
+    visit_where: tuple[str, ...] = ()
+    problem: str = ""
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[RawRecord]]:
+    """The header and every record of a CSV file, as text with its first line number.
+
+    Raises:
+        RecordError: the file is missing, empty, not UTF-8 or not CSV.
+    """
     path = Path(path)
     if not path.exists():
         raise RecordError(f"patient data file not found: {path}")
@@ -300,27 +335,43 @@ def load_patients(path: str | Path) -> dict[int, Patient]:
         raise RecordError(f"{path}: not a readable CSV file: {exc}") from None
     except UnicodeDecodeError as exc:
         raise RecordError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise RecordError(f"{path}: missing column(s): {', '.join(missing)}")
-
+    columns = [str(c) for c in frame.columns]
     # If the two parsers ever disagree, fall back to record numbers rather than wrong lines.
     lines_known = len(shapes) == len(frame)
+    records = []
+    for i, values in enumerate(zip(*(frame[c].tolist() for c in frame.columns), strict=True)):
+        where = f"line {shapes[i][0]}" if lines_known else f"record {i + 1} (line unknown)"
+        problem = ""
+        if lines_known and shapes[i][1] != len(columns):
+            problem = f"expected {len(columns)} fields, found {shapes[i][1]}"
+        records.append(RawRecord(where, dict(zip(columns, values, strict=True)), problem=problem))
+    return columns, records
+
+
+def validate(path: str | Path, records: list[RawRecord], scale: float = 1.0) -> dict[int, Patient]:
+    """Typed patients from canonical rows, or a RecordError listing what is wrong and where.
+
+    Every loader ends here: the original tool's files are first translated to canonical rows
+    (`clinsum.legacy.data`), then checked by these same rules.
+
+    Raises:
+        RecordError: one line per invalid record (file, line, field, value), at most
+            MAX_ERRORS_SHOWN of them; nothing is returned half-loaded.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"score scale must be one of {SCALES}, not {scale!r}")
     errors: list[str] = []
     patients: dict[int, Patient] = {}
     first_line: dict[int, str] = {}
-    columns = [frame[c].tolist() for c in COLUMNS]
-    for i, values in enumerate(zip(*columns, strict=True)):
-        where = f"line {shapes[i][0]}" if lines_known else f"record {i + 1} (line unknown)"
-        if lines_known and shapes[i][1] != len(frame.columns):
-            errors.append(
-                f"{path}, {where}: expected {len(frame.columns)} fields, found {shapes[i][1]}"
-            )
+    for record in records:
+        where = record.where
+        if record.problem:
+            errors.append(f"{path}, {where}: {record.problem}")
             continue
         try:
-            patient = _parse_row(dict(zip(COLUMNS, values, strict=True)))
+            patient = _parse_row(record.row, scale)
         except _Invalid as bad:
+            where = _visit_where(record, bad.field)
             errors.append(
                 f"{path}, {where}, field {bad.field}: {bad.problem} (got {_show(bad.value)})"
             )
@@ -341,3 +392,27 @@ def load_patients(path: str | Path) -> dict[int, Patient]:
     if not patients:
         raise RecordError(f"{path}: no patient records (only a header)")
     return patients
+
+
+_VISIT_FIELD = re.compile(r"visit_history\[(\d+)\]")
+
+
+def _visit_where(record: RawRecord, field: str) -> str:
+    match = _VISIT_FIELD.match(field)
+    if match and int(match[1]) < len(record.visit_where):
+        return record.visit_where[int(match[1])]
+    return record.where
+
+
+def load_patients(path: str | Path) -> dict[int, Patient]:
+    """All patients of a canonical CSV by id, in file order, scores on 0-1.
+
+    Raises:
+        RecordError: the file is missing, unreadable or has invalid records; the message
+            lists each problem with its file, line, field and value.
+    """
+    columns, records = read_csv(path)
+    missing = [c for c in COLUMNS if c not in columns]
+    if missing:
+        raise RecordError(f"{path}: missing column(s): {', '.join(missing)}")
+    return validate(path, records)

@@ -37,6 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .client import UNKNOWN_PATIENT, Client, ClientError, FrameHook, RPCError
+from .scores import format_score
 
 T = TypeVar("T")
 
@@ -243,6 +244,8 @@ class Screen:
             f"[bold]Patient {record['patient_id']}: {escape(record['name'])}[/], "
             f"{record['age']}, {escape(record['gender'])}"
         )
+        # Older servers send no scale: their scores are on 0-1.
+        scale = record.get("score_scale", 1.0)
         facts = Table.grid(padding=(0, 2))
         facts.add_column(style="bold")
         facts.add_column()
@@ -250,7 +253,11 @@ class Screen:
             ("Symptoms", record["current_symptoms"]),
             ("Blood pressure", f"{record['current_bp']} mmHg"),
             ("Blood sugar", f"{record['current_sugar']} mg/dL"),
-            ("Risk score", f"{record['risk_score']:g} (base {record['base_score']:g})"),
+            (
+                "Risk score",
+                f"{format_score(record['risk_score'], scale)} "
+                f"(base {format_score(record['base_score'], scale)})",
+            ),
             ("History", record["medical_history"]),
             ("Medications", record["current_medications"]),
         ):
@@ -261,7 +268,10 @@ class Screen:
             self.print("[dim]No earlier visits.[/]")
             return
         table = Table(title="Visit history", show_edge=False, header_style="bold")
-        for column in ("Date", "Symptoms", "BP", "Sugar", "Risk", "Outcome", "Notes"):
+        # A file's own per-visit fields (the original tool's symptom_score, bp_risk, ...)
+        # get a column each, after ours, so that nothing the record holds is hidden.
+        extra = [k for k in dict.fromkeys(k for v in visits for k in v) if k not in _VISIT_SHOWN]
+        for column in ("Date", "Symptoms", "BP", "Sugar", "Risk", *extra, "Outcome", "Notes"):
             table.add_column(column)
         for v in visits:
             table.add_row(
@@ -269,7 +279,8 @@ class Screen:
                 v["symptoms"],
                 v["bp"],
                 str(v["sugar"]),
-                f"{v['risk_score']:g}",
+                format_score(v["risk_score"], scale),
+                *(_cell(v.get(k)) for k in extra),
                 v["outcome"],
                 v["notes"],
             )
@@ -432,6 +443,20 @@ class Screen:
             return asyncio.run(top())
         except KeyboardInterrupt:  # a second Ctrl-C while shutting down
             return EXIT_INTERRUPTED
+
+
+# Visit keys shown in the fixed columns, or deliberately left out (history, medications and
+# base score are in the record above the table).
+_VISIT_SHOWN = frozenset(
+    {"date", "symptoms", "bp", "sugar", "risk_score", "outcome", "notes"}
+    | {"history", "medications", "base_score"}
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _count(n: int, noun: str, plural: str | None = None) -> str:

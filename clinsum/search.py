@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from clinsum import logs
-from clinsum.records import Patient, RecordError, file_hash, load_patients
+from clinsum.legacy import data as patient_files
+from clinsum.records import Patient, RecordError, file_hash
 from clinsum.vocab import MEDICATIONS, find_concepts
 
 if TYPE_CHECKING:
@@ -186,8 +187,12 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_filters(filters: object) -> dict[str, Any]:
-    """The filters that are set, validated; None values count as not set."""
+def _check_filters(filters: object, scale: float = 1.0) -> dict[str, Any]:
+    """The filters that are set, validated; None values count as not set.
+
+    `min_risk` is on the scale of the loaded file's scores (0-1, or 0-10 for the original
+    tool's files): this is the one place that knows it.
+    """
     if filters is None:
         return {}
     if not isinstance(filters, Mapping):
@@ -216,8 +221,11 @@ def _check_filters(filters: object) -> dict[str, Any]:
         out["gender"] = gender.strip().lower()
     if "min_risk" in out:
         risk = out["min_risk"]
-        if not _is_number(risk) or not 0 <= risk <= 1:
-            raise SearchError(f"filters.min_risk must be a number from 0 to 1 (got {risk!r})")
+        if not _is_number(risk) or not 0 <= risk <= scale:
+            raise SearchError(
+                f"filters.min_risk must be a number from 0 to {scale:g}, the scale of this "
+                f"data's risk scores (got {risk!r})"
+            )
         out["min_risk"] = float(risk)
     return out
 
@@ -299,6 +307,7 @@ class PatientIndex:
         self._position = {p.patient_id: i for i, p in enumerate(self._patients)}
         self._ages = np.array([p.age for p in self._patients], dtype=np.int16)
         self._risks = np.array([p.risk_score for p in self._patients], dtype=np.float64)
+        self._scale = max((p.score_scale for p in self._patients), default=1.0)
         genders = [p.gender.lower() for p in self._patients]
         self._gender_codes = {g: i for i, g in enumerate(dict.fromkeys(genders))}
         self._genders = np.array([self._gender_codes[g] for g in genders], dtype=np.int16)
@@ -532,7 +541,7 @@ class PatientIndex:
     def search(self, query: str, top_k: int = 5, filters: dict | None = None) -> list[Hit]:
         """Best `top_k` patients for `query`; safe to call from several threads at once."""
         text = _check_query(query, top_k)
-        wanted = _check_filters(filters)
+        wanted = _check_filters(filters, self._scale)
         concepts = find_concepts(text)
         consumed = set().union(*(_words(p) for p in concepts.values()))
         literal = [
@@ -618,14 +627,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m clinsum.search",
         description="Build (or check) the search index for a patients file; optionally query it.",
     )
-    parser.add_argument("--data", default="patient_data.csv", help="patients CSV file")
+    parser.add_argument(
+        "--data", default="patient_data.csv", help="patients file (CSV or the original's JSON)"
+    )
     parser.add_argument("--chroma-url", help="use a Chroma server, e.g. http://127.0.0.1:8000")
     parser.add_argument("--query", help="run one search and print the hits")
     parser.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args(argv)
     logs.setup("info")
     try:
-        patients = load_patients(args.data)
+        patients = patient_files.load(args.data).patients
         index = PatientIndex.open(patients, args.data, chroma_url=args.chroma_url)
         hits = index.search(args.query, args.top_k) if args.query else []
     except (RecordError, SearchError) as exc:

@@ -15,7 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,6 +45,8 @@ MAX_TOP_K = 50
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 200
 MAX_PATIENT_ID = 2**53  # beyond this a JSON number is not an exact integer any more
+MAX_SAVED_TEXT = 20_000  # characters of a clinician's own summary text
+CLINICIAN = "clinician"  # the `model` column of a summary a person wrote
 LOG_EVERY_TOKENS = 10
 THREADS_PER_CONNECTION = 2  # searches and saves one connection may run in threads at once
 
@@ -162,7 +164,14 @@ FILTERS = Param(
         Param("min_age", "integer", "Youngest age to include.", minimum=0, maximum=150),
         Param("max_age", "integer", "Oldest age to include.", minimum=0, maximum=150),
         Param("gender", "string", "Only this gender (Male or Female).", max_length=20),
-        Param("min_risk", "number", "Lowest risk score to include (0 to 1).", minimum=0, maximum=1),
+        Param(
+            "min_risk",
+            "number",
+            "Lowest risk score to include, on the data's own scale (0 to 1, or 0 to 10 for the "
+            "original tool's files).",
+            minimum=0,
+            maximum=10,
+        ),
     ),
 )
 
@@ -369,14 +378,25 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
     }
 
 
-async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    summary = app.summaries.get(params["summary_id"])
+def _summary(app: App, summary_id: str) -> Summary:
+    summary = app.summaries.get(summary_id)
     if summary is None:
         raise RPCError(
             UNKNOWN_SUMMARY,
-            f"Unknown summary id: {params['summary_id']!r} (summaries are kept in memory by "
+            f"Unknown summary id: {summary_id!r} (summaries are kept in memory by "
             "the server that generated them; generate it again)",
         )
+    return summary
+
+
+async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    if "text" in params:
+        return await _save_text(app, call, params)
+    if "summary_id" not in params:
+        if "patient_id" in params:
+            raise invalid_params("text", "is required with patient_id (or give summary_id)")
+        raise invalid_params("summary_id", "is required (or give patient_id and text)")
+    summary = _summary(app, params["summary_id"])
     if not summary.grounded and not params["force"]:
         raise RPCError(
             UNSUPPORTED_CLAIMS,
@@ -384,17 +404,40 @@ async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str
             "pass force=true to save it anyway",
             {"unsupported": summary.unsupported},
         )
-    p = summary.patient
+    return await _store(
+        app,
+        call,
+        summary.patient,
+        summary.text,
+        summary.model,
+        summary.generated_at,
+        summary.grounded,
+    )
+
+
+async def _save_text(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    """A clinician's own text, saved verbatim with its grounding verdict and never refused:
+    the person signing it is responsible for it, and the verdict tells the next reader."""
+    if "summary_id" in params:
+        patient = _summary(app, params["summary_id"]).patient
+        if params.get("patient_id", patient.patient_id) != patient.patient_id:
+            raise invalid_params("patient_id", "is not the patient of that summary_id")
+    elif "patient_id" in params:
+        patient = app.patient(params["patient_id"])
+    else:
+        raise invalid_params("patient_id", "is required with text (or give summary_id)")
+    check = await asyncio.to_thread(grounding.check, params["text"], patient, app.known_names)
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    return await _store(app, call, patient, params["text"], CLINICIAN, now, check.ok)
+
+
+async def _store(
+    app: App, call: Call, p: Patient, text: str, model: str, generated_at: str, grounded: bool
+) -> dict[str, Any]:
+    """The one way a summary reaches the store (escaping, lock, fsync are the store's)."""
     try:
         await app.in_thread(
-            call,
-            app.store.save,
-            p.patient_id,
-            p.name,
-            summary.text,
-            summary.model,
-            summary.generated_at,
-            summary.grounded,
+            call, app.store.save, p.patient_id, p.name, text, model, generated_at, grounded
         )
     except StoreError as exc:
         logging.getLogger("CSV").error("save failed for patient %d: %s", p.patient_id, exc)
@@ -407,7 +450,7 @@ async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str
         "patient_id": p.patient_id,
         "name": p.name,
         "path": str(app.store.path),
-        "grounded": summary.grounded,
+        "grounded": grounded,
     }
 
 
@@ -520,14 +563,28 @@ TOOLS: dict[str, Tool] = {
             "save_summary",
             "Save a summary",
             "Save a finished summary to patient_summaries.csv (one row per patient, replacing "
-            "that patient's earlier row). Summaries with unsupported claims need force=true.",
+            "that patient's earlier row). Summaries with unsupported claims need force=true. "
+            "With text, a clinician's own wording is saved instead, verbatim and never refused, "
+            "with its grounding verdict.",
             (
                 Param(
                     "summary_id",
                     "string",
-                    "The summary_id returned by summarize.",
-                    required=True,
+                    "The summary_id returned by summarize (required unless patient_id and "
+                    "text are given).",
                     max_length=64,
+                ),
+                replace(
+                    PATIENT_ID,
+                    description="With text and no summary_id: whose summary the text is.",
+                    required=False,
+                ),
+                Param(
+                    "text",
+                    "string",
+                    "A clinician's own summary text, saved verbatim in place of the generated "
+                    "one (formula-like cells are still escaped).",
+                    max_length=MAX_SAVED_TEXT,
                 ),
                 Param(
                     "force",

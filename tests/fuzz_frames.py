@@ -493,8 +493,9 @@ class Fuzzer:
             return Frame(method, self.text(self.request(method, params, rid)), expect)
         if method == "initialize":
             version, code = self._choose(
-                ["2025-11-25", "2024-11-05", "2099-01-01", "", "x" * 1000],
-                [ABSENT, None, 1, [], {}, True],
+                # No version at all: the original tool's clients; answered with 2024-11-05.
+                ["2025-11-25", "2024-11-05", "2099-01-01", "", "x" * 1000, ABSENT],
+                [None, 1, [], {}, True],
                 0.7,
             )
             params = {} if version is ABSENT else {"protocolVersion": version}

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -23,6 +24,7 @@ from websockets.http11 import Request, Response
 from ..app import build_app
 from ..config import Config, StartupError, check_access
 from ..jsonrpc import Dispatcher, Session, dumps, notification, parse
+from ..legacy import protocol as legacy_protocol
 from ..mcp import build_dispatcher
 from ..tools import App
 from .base import PAGE_SUBPROTOCOL, Policy, RefusalLog
@@ -36,8 +38,15 @@ MAX_PENDING_PER_CONNECTION = 64
 class Transport:
     """Moves frames between WebSocket connections and the dispatcher."""
 
-    def __init__(self, dispatcher: Dispatcher, config: Config, policy: Policy) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        config: Config,
+        policy: Policy,
+        paths: dict[str, Dispatcher] | None = None,
+    ) -> None:
         self.dispatcher = dispatcher
+        self.paths = paths or {}  # URL path -> its dispatcher; any other path: `dispatcher`
         self.config = config
         self.policy = policy
         self.sessions: dict[ServerConnection, Session] = {}
@@ -79,6 +88,8 @@ class Transport:
     async def handle(self, ws: ServerConnection) -> None:
         session = Session(peer=_peer(ws))
         self.sessions[ws] = session
+        path = urlsplit(ws.request.path).path if ws.request else "/"
+        dispatcher = self.paths.get(path, self.dispatcher)
         log.info("Client connected from %s (%d open)", session.peer, len(self.sessions))
         pending = asyncio.Semaphore(MAX_PENDING_PER_CONNECTION)
         tasks: set[asyncio.Task[None]] = set()
@@ -87,16 +98,21 @@ class Transport:
             with suppress(ConnectionClosed):
                 await ws.send(dumps(message))
 
-        async def notify(method: str, params: dict[str, Any]) -> None:
+        async def send_frame(message: dict[str, Any]) -> None:
             try:
-                await ws.send(dumps(notification(method, params)))
+                await ws.send(dumps(message))
             except ConnectionClosed:
                 # Nobody is listening any more: stop the work as a cancellation would.
                 raise asyncio.CancelledError from None
 
+        async def notify(method: str, params: dict[str, Any]) -> None:
+            await send_frame(notification(method, params))
+
+        session.send_frame = send_frame  # the original tool's bare token frames use it
+
         async def answer(message: Any) -> None:
             try:
-                reply = await self.dispatcher.handle(message, session, notify)
+                reply = await dispatcher.handle(message, session, notify)
                 if reply is not None:
                     await send(reply)
             except (ConnectionClosed, asyncio.CancelledError):
@@ -116,7 +132,7 @@ class Transport:
                 if isinstance(message, dict) and "id" not in message:
                     # Notifications (cancel above all) are handled at once, never queued.
                     # One that is not a valid request is still answered (-32600, id null).
-                    reply = await self.dispatcher.handle(message, session, notify)
+                    reply = await dispatcher.handle(message, session, notify)
                     if reply is not None:
                         await send(reply)
                     continue
@@ -159,7 +175,13 @@ async def running(
             "--allowed-origin '*': any web page the user opens may read patient records "
             "from this server"
         )
-    transport = Transport(build_dispatcher(app), config, policy)
+    transport = Transport(
+        legacy_protocol.install(build_dispatcher(app), app),
+        config,
+        policy,
+        # The original tool's clients connect to /mcp: there `tools/list` shows its names.
+        {legacy_protocol.PATH: legacy_protocol.install(build_dispatcher(app), app, listing=True)},
+    )
     try:
         server = await serve(
             transport.handle,
