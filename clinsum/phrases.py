@@ -97,6 +97,10 @@ def list_items(text: str) -> list[str]:
     return [p for p in (s.strip() for s in _LIST_SPLIT.split(text)) if _positive(p)]
 
 
+def mask_numbers(text: str) -> str:
+    return _DIGITS.sub("#", text)
+
+
 def note_clauses(text: str) -> list[str]:
     """The clauses of a note, without negated ones; numbers masked as "#" (a blood pressure
     of 144/91 is not something anyone searches for by its digits, and masking keeps the
@@ -273,11 +277,11 @@ def _concept_match(
     said: str,
 ) -> tuple[float, str] | None:
     """How a phrase naming `concept` as `written` answers a query naming it as `asked`."""
-    if written.startswith("drug:"):
-        return BY_DRUG, f'treats "{said}"'
     narrower = NARROWER.get(concept.partition(":")[2], frozenset())
     if asked in narrower and written != asked:
-        return None  # "rheumatoid arthritis" asked: an "osteoarthritis" is no answer
+        return None  # "rheumatoid arthritis" asked: "osteoarthritis", or a drug, is no answer
+    if written.startswith("drug:"):
+        return BY_DRUG, f'treats "{said}"'
     if written in narrower and asked not in narrower:
         return NARROWER_MATCH, f'narrower than "{said}"'
     if phrase_words > set(words(written)) | form_words:

@@ -19,16 +19,20 @@ an unchanged file starts without embedding anything.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import itertools
+import json
 import logging
 import math
+import os
 import re
 import socket
 import sys
+import threading
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -37,18 +41,18 @@ import numpy as np
 
 from clinsum import logs
 from clinsum.phrases import (
-    NARROWER_MATCH,
     Form,
     Match,
     PhraseTable,
     has_searchable_words,
     list_items,
+    mask_numbers,
     note_clauses,
     query_parts,
     whole_query,
 )
 from clinsum.phrases import key as phrase_key
-from clinsum.records import Patient, RecordError, load_patients
+from clinsum.records import Patient, RecordError, file_hash, load_patients
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -73,6 +77,7 @@ FIELD_WEIGHTS = (1.0, 0.9, 0.8, 0.6, 0.4)
 NOTES = 4
 EXTRA_FIELD_BONUS = 0.01
 NAME_WEIGHT = 1.0
+QUERY_CACHE = 1024
 _NAME_WORD = re.compile(r"[^\W\d_][\w'-]*")
 
 
@@ -283,7 +288,8 @@ class PatientIndex:
         genders = [p.gender.lower() for p in self._patients]
         self._gender_codes = {g: i for i, g in enumerate(dict.fromkeys(genders))}
         self._genders = np.array([self._gender_codes[g] for g in genders], dtype=np.int16)
-        self._query_vector = lru_cache(maxsize=1024)(self._embed_query)
+        self._query_vectors: dict[str, np.ndarray] = {}  # oldest first, at most QUERY_CACHE
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -299,14 +305,12 @@ class PatientIndex:
         if not patients:
             raise SearchError("there are no patients to index")
         data_path = Path(data_path).resolve()
-        if not data_path.is_file():
-            raise SearchError(f"cannot read the data file {data_path}: no such file")
         if embedder is None:
             from clinsum.embeddings import load_embedder
 
             embedder = load_embedder()
         client, where = _connect(data_path, chroma_url)
-        corpus = _Corpus(list(patients.values()))
+        corpus = _Corpus.cached(list(patients.values()), data_path)
         try:
             vectors, embedded = _phrase_vectors(
                 client, embedder, corpus.table.texts[: corpus.table.embedded], show_progress
@@ -326,17 +330,29 @@ class PatientIndex:
         )
         return cls(patients, corpus, vectors, embedder, where, embedded)
 
-    def _embed_query(self, text: str) -> np.ndarray:
-        return np.asarray(self._embedder.encode([text])[0], dtype=np.float32)
-
     def _cosines(self, forms: Sequence[Form]) -> list[np.ndarray]:
-        """Cosine of each form with every phrase (0 for the note clauses, never embedded)."""
+        """Cosine of each form with every phrase (0 for the note clauses, never embedded).
+
+        The forms not seen lately are embedded in one batch: one model call per search.
+        """
+        texts = [f.text for f in forms]
+        with self._cache_lock:
+            vectors = {t: self._query_vectors.get(t) for t in texts}
+        missing = [t for t, v in vectors.items() if v is None]
+        if missing:
+            encoded = self._embedder.encode(missing)
+            with self._cache_lock:
+                for text, vector in zip(missing, encoded, strict=True):
+                    vectors[text] = np.asarray(vector, dtype=np.float32)
+                    self._query_vectors[text] = vectors[text]
+                while len(self._query_vectors) > QUERY_CACHE:
+                    del self._query_vectors[next(iter(self._query_vectors))]
         total = len(self._table.texts)
         out = []
-        for form in forms:
+        for text in texts:
             cos = np.zeros(total, dtype=np.float32)
             if len(self._vectors):
-                cos[: self._table.embedded] = self._vectors @ self._query_vector(form.text)
+                cos[: self._table.embedded] = self._vectors @ vectors[text]
             out.append(cos)
         return out
 
@@ -355,15 +371,24 @@ class PatientIndex:
     def matches(self, query: str) -> list[dict[int, Match]]:
         """For each part of the query, the phrases that answer it and how.
 
-        The whole query is tried first; it is split at "and", "with", "," only when the whole
-        does not name one phrase the records hold.
+        "diabetes with chest pain" is two parts, so that patients with both rank first; a
+        query is split at "and", "with", "," only if every part finds something on its own
+        ("concussion with no loss of consciousness" stays whole). One model call embeds the
+        readings of the whole and of the parts together.
         """
-        forms = whole_query(query)
-        found = self._table.match(forms, self._cosines(forms))
+        whole = whole_query(query)
         parts = query_parts(query)
-        if len(parts) > 1 and not any(m.strength >= NARROWER_MATCH for m in found.values()):
-            return [self._table.match(p, self._cosines(p)) for p in parts]
-        return [found]
+        split = parts if len(parts) > 1 else []
+        forms = whole + [f for part in split for f in part]
+        cosines = self._cosines(forms)
+        found_whole = self._table.match(whole, cosines[: len(whole)])
+        found_parts, start = [], len(whole)
+        for part in split:
+            found_parts.append(self._table.match(part, cosines[start : start + len(part)]))
+            start += len(part)
+        if found_parts and all(found_parts):
+            return found_parts
+        return [found_whole]
 
     def search(self, query: str, top_k: int = 5, filters: dict | None = None) -> list[Hit]:
         """Best `top_k` patients for `query`; safe to call from several threads at once.
@@ -422,10 +447,38 @@ class _Corpus:
     Records are cut into items (list entries, note clauses) and those repeat: 100,000
     generated patients hold a few thousand distinct items. Each distinct item is split,
     checked for negation and looked up once; numpy spreads the answers to the patients.
+    Building this costs a pass over every record, so it is saved beside the data file
+    (`<stem>.terms.npz`) under the file's hash and reloaded while the file is unchanged.
     """
 
-    def __init__(self, patients: Sequence[Patient]) -> None:
-        self.size = len(patients)
+    def __init__(
+        self,
+        size: int,
+        item_keys: list[tuple[int, str]],
+        texts: list[str],
+        embedded: int,
+        arrays: Mapping[str, np.ndarray],
+        name_words: list[str],
+    ) -> None:
+        self.size = size
+        self.arrays = dict(arrays)
+        self.item_keys = item_keys
+        self.item_ids = {k: i for i, k in enumerate(item_keys)}
+        self.item_positions = arrays["item_positions"]
+        self.item_bounds = arrays["item_bounds"]
+        self.item_phrase = arrays["item_phrase"]
+        self.item_field = arrays["item_field"]
+        order = np.argsort(self.item_phrase, kind="stable")
+        self.phrase_items = order[self.item_phrase[order] >= 0]
+        counts = np.bincount(self.item_phrase[self.item_phrase >= 0], minlength=len(texts))
+        self.phrase_bounds = np.r_[0, np.cumsum(counts)]
+        bounds, positions = arrays["name_bounds"], arrays["name_positions"]
+        self.name_words = name_words
+        self.names = {w: positions[bounds[i] : bounds[i + 1]] for i, w in enumerate(name_words)}
+        self.table = PhraseTable(texts, embedded)
+
+    @classmethod
+    def build(cls, patients: Sequence[Patient]) -> _Corpus:
         item_ids: dict[tuple[int, str], int] = {}
         cell_items: dict[tuple[int, str], list[int]] = {}
         occurrence_item: list[int] = []
@@ -433,38 +486,36 @@ class _Corpus:
         names: dict[str, list[int]] = {}
         for i, patient in enumerate(patients):
             before = len(occurrence_item)
-            for cell in _cells(patient):
+            for field, text in _cells(patient):
+                # Notes differ mostly in their numbers: without them, most repeat.
+                cell = (field, text) if field < NOTES else (field, mask_numbers(text))
                 ids = cell_items.get(cell)
                 if ids is None:
-                    split = list_items if cell[0] < NOTES else note_clauses
+                    split = list_items if field < NOTES else note_clauses
                     ids = cell_items[cell] = [
-                        item_ids.setdefault((cell[0], item), len(item_ids))
-                        for item in split(cell[1])
+                        item_ids.setdefault((field, item), len(item_ids)) for item in split(cell[1])
                     ]
                 occurrence_item.extend(ids)
             occurrence_position.extend(itertools.repeat(i, len(occurrence_item) - before))
             for word in set(_NAME_WORD.findall(patient.name.lower())):
                 names.setdefault(word, []).append(i)
         del cell_items
-        self.names = {w: np.array(p, dtype=np.int32) for w, p in names.items()}
 
         # Item -> sorted positions of the patients who have it, as one array plus bounds.
-        n = max(1, self.size)
-        keys = np.array(occurrence_item, dtype=np.int64) * n + np.array(
-            occurrence_position, dtype=np.int64
-        )
-        keys = np.unique(keys)
-        self.item_positions = (keys % n).astype(np.int32)
-        self.item_bounds = np.searchsorted(keys // n, np.arange(len(item_ids) + 1))
+        n = max(1, len(patients))
+        keys = np.array(occurrence_item, dtype=np.int64) * n
+        keys += np.array(occurrence_position, dtype=np.int64)
+        del occurrence_item, occurrence_position
+        keys.sort()
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
 
         # Phrases: list entries first (embedded), then note clauses no list entry matches.
         phrase_of_key: dict[str, int] = {}
         texts: list[str] = []
-        items = sorted(item_ids.items(), key=lambda kv: (kv[0][0] >= NOTES, kv[1]))
         item_phrase = np.full(len(item_ids), -1, dtype=np.int32)
         item_field = np.zeros(len(item_ids), dtype=np.int8)
         embedded = 0
-        for (field, text), item in items:
+        for (field, text), item in sorted(item_ids.items(), key=lambda kv: kv[0][0] >= NOTES):
             k = phrase_key(text)
             if not k:
                 continue
@@ -475,14 +526,59 @@ class _Corpus:
                     embedded = len(texts)
             item_phrase[item] = phrase_of_key[k]
             item_field[item] = field
-        self.item_phrase = item_phrase
-        self.item_field = item_field
-        order = np.argsort(item_phrase, kind="stable")
-        self.phrase_items = order[item_phrase[order] >= 0]
-        counts = np.bincount(item_phrase[item_phrase >= 0], minlength=len(texts))
-        self.phrase_bounds = np.r_[0, np.cumsum(counts)]
-        self.item_ids = item_ids
-        self.table = PhraseTable(texts, embedded)
+        name_words = list(names)
+        arrays = {
+            "item_positions": (keys % n).astype(np.int32),
+            "item_bounds": np.searchsorted(keys // n, np.arange(len(item_ids) + 1)),
+            "item_phrase": item_phrase,
+            "item_field": item_field,
+            "name_positions": np.array([p for w in name_words for p in names[w]], dtype=np.int32),
+            "name_bounds": np.r_[0, np.cumsum([len(names[w]) for w in name_words])],
+        }
+        return cls(len(patients), list(item_ids), texts, embedded, arrays, name_words)
+
+    @classmethod
+    def cached(cls, patients: Sequence[Patient], data_path: Path) -> _Corpus:
+        """The saved corpus if it was made from this exact file content, else a new one
+        (saved for next time when the folder is writable)."""
+        store = data_path.parent / f"{data_path.stem}.terms.npz"
+        try:
+            data_hash = file_hash(data_path)
+        except OSError as exc:
+            raise SearchError(f"cannot read the data file {data_path}: {exc}") from None
+        fresh = {"data_hash": data_hash, "version": INDEX_VERSION, "size": len(patients)}
+        with (
+            contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile),
+            np.load(store) as saved,
+        ):
+            meta = json.loads(str(saved["meta"]))
+            if all(meta[k] == v for k, v in fresh.items()):
+                arrays = {name: saved[name] for name in saved.files if name != "meta"}
+                keys = [(int(f), t) for f, t in meta["item_keys"]]
+                return cls(
+                    meta["size"], keys, meta["texts"], meta["embedded"], arrays, meta["names"]
+                )
+        corpus = cls.build(patients)
+        meta = {
+            "data_hash": data_hash,
+            "version": INDEX_VERSION,
+            "size": corpus.size,
+            "item_keys": corpus.item_keys,
+            "texts": corpus.table.texts,
+            "embedded": corpus.table.embedded,
+            "names": corpus.name_words,
+        }
+        tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, meta=np.array(json.dumps(meta)), **corpus.arrays)
+            tmp.replace(store)
+        except OSError as exc:
+            log.warning(
+                "could not save the term index to %s (%s): it is rebuilt each start", store, exc
+            )
+            tmp.unlink(missing_ok=True)
+        return corpus
 
     def positions(self, item: int) -> np.ndarray:
         return self.item_positions[self.item_bounds[item] : self.item_bounds[item + 1]]
