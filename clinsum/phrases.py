@@ -12,7 +12,8 @@ answer says how it matched:
   query includes the specific conditions, never the other way round;
 - similar: the sentence embeddings are close (cosine at least `SIMILAR_MIN`, and near the best
   match), unless the phrase is broader than the query ("Diabetes" for "borderline diabetes")
-  or differs by a prefix that changes the meaning ("Prediabetes" for "diabetes").
+  or differs by a prefix that changes the meaning ("Prediabetes" for "diabetes"), and only
+  for queries the vocabulary does not know ("DJD" has no similar-sounding answers).
 
 A word alone never matches inside a longer phrase on spelling: "low" does not find "Chronic
 low back pain". The phrase must also be close in meaning (`CONTAINED_MIN`).
@@ -48,7 +49,7 @@ _STOPWORD_TEXT = """
     who whom with without
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?(?:-[a-z0-9]+)*")
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?(?:-[^\W_]+)*")  # words in any script
 _LIST_SPLIT = re.compile(r"[,;]")
 _CLAUSE_SPLIT = re.compile(r"[.!?;:](?=\s|$)|,|\bbut\b|\bhowever\b")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
@@ -258,6 +259,8 @@ class PhraseTable:
         best = 1.0 if strong else max((float(c.max()) for c in cosines if len(c)), default=0.0)
         floor = max(SIMILAR_MIN, best - SIMILAR_MARGIN)
         for form, cos in zip(forms, cosines, strict=True):
+            if form.covered:
+                continue  # the vocabulary knows what this names: no guessing by likeness
             for i in np.flatnonzero(cos >= floor):
                 i = int(i)
                 if i in found or self.words[i] < form.words or not self.words[i]:
