@@ -35,9 +35,10 @@ from clinsum.vocab import ALIASES, LOOSE, MEDICATIONS, NARROWER, american, find_
 
 SIMILAR_MIN = 0.6  # cosine: below this, MiniLM pairs unrelated conditions as often as not
 SIMILAR_MARGIN = 0.1  # a similar phrase must be this close to the best match of the query
-CONTAINED_MIN = (
-    0.5  # "migraine" in "Chronic intractable migraine" 0.73; "low" in "... low back pain" 0.34
-)
+# A query's words inside a longer phrase count only if the meaning is this close too:
+# "migraine" in "Chronic intractable migraine without aura" 0.73, "low" in "Chronic low back
+# pain" 0.34.
+CONTAINED_MIN = 0.5
 EXACT, SYNONYM, NARROWER_MATCH = 1.0, 0.95, 0.9  # strengths; similar is 0.85 * cosine
 BY_DRUG, WORD_IN_NOTE = 0.5, 0.5
 
