@@ -25,7 +25,7 @@ and empty entries ("none") are not evidence and never become phrases.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -225,16 +225,29 @@ class PhraseTable:
                     )
         self.phrase_words = {w for i in range(embedded) for w in self.words[i]}
 
-    def match(self, forms: Sequence[Form], cosines: Sequence[np.ndarray]) -> dict[int, Match]:
-        """Phrase index -> how it answers the query read as `forms` (one cosine array each)."""
+    def match(
+        self, forms: Sequence[Form], cosines: Callable[[], Sequence[np.ndarray]]
+    ) -> dict[int, Match]:
+        """Phrase index -> how it answers the query read as `forms`.
+
+        `cosines()` gives one array per form (cosine with every phrase). It is called only
+        if needed, since it costs a model call: a query the vocabulary names ("HTN",
+        "diabetes") is answered from the words alone.
+        """
         found: dict[int, Match] = {}
+        got: list[np.ndarray] = []
+
+        def cos_of(j: int) -> np.ndarray:
+            if not got:
+                got.extend(cosines())
+            return got[j]
 
         def add(i: int, m: Match) -> None:
             if i not in found or found[i].strength < m.strength:
                 found[i] = m
 
         strong = False
-        for form, cos in zip(forms, cosines, strict=True):
+        for form in forms:
             for i in self.by_key.get(form.key, ()):
                 add(i, Match(EXACT, "exact" if form is forms[0] else f'synonym of "{form.said}"'))
                 strong = True
@@ -247,21 +260,27 @@ class PhraseTable:
                         if how is not None:
                             add(i, Match(*how))
                             strong = True
-            if form.words:
-                holders = set.intersection(*(set(self.by_word.get(w, ())) for w in form.words))
-                in_note_only = not form.words & self.phrase_words
-                for i in holders:
-                    if i >= self.embedded:
-                        if in_note_only:  # a word no list entry uses: a note may say it
-                            add(i, Match(WORD_IN_NOTE, f'words of "{form.said}"'))
-                    elif self.words[i] > form.words and cos[i] >= CONTAINED_MIN:
-                        add(i, Match(NARROWER_MATCH, f'narrower than "{form.said}"'))
-                        strong = True
-        best = 1.0 if strong else max((float(c.max()) for c in cosines if len(c)), default=0.0)
+        for j, form in enumerate(forms):
+            if not form.words:
+                continue
+            holders = set.intersection(*(set(self.by_word.get(w, ())) for w in form.words))
+            in_note_only = not form.words & self.phrase_words
+            for i in sorted(holders):
+                if i >= self.embedded:
+                    if in_note_only:  # a word no list entry uses: a note may say it
+                        add(i, Match(WORD_IN_NOTE, f'words of "{form.said}"'))
+                elif i in found and found[i].strength >= NARROWER_MATCH:
+                    continue
+                elif self.words[i] > form.words and cos_of(j)[i] >= CONTAINED_MIN:
+                    add(i, Match(NARROWER_MATCH, f'narrower than "{form.said}"'))
+                    strong = True
+        guessing = [j for j, form in enumerate(forms) if not form.covered]
+        if not guessing:
+            return found  # the vocabulary knows what this names: no guessing by likeness
+        best = 1.0 if strong else max(float(cos_of(j).max(initial=0.0)) for j in range(len(forms)))
         floor = max(SIMILAR_MIN, best - SIMILAR_MARGIN)
-        for form, cos in zip(forms, cosines, strict=True):
-            if form.covered:
-                continue  # the vocabulary knows what this names: no guessing by likeness
+        for j in guessing:
+            form, cos = forms[j], cos_of(j)
             for i in np.flatnonzero(cos >= floor):
                 i = int(i)
                 if i in found or self.words[i] < form.words or not self.words[i]:

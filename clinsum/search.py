@@ -32,7 +32,7 @@ import sys
 import threading
 import zipfile
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -375,17 +375,26 @@ class PatientIndex:
         "diabetes with chest pain" is two parts, so that patients with both rank first; a
         query is split at "and", "with", "," only if every part finds something on its own
         ("concussion with no loss of consciousness" stays whole). One model call embeds the
-        readings of the whole and of the parts together.
+        readings of the whole and of the parts together, and only if some part needs it.
         """
         whole = whole_query(query)
         parts = query_parts(query)
         split = parts if len(parts) > 1 else []
         forms = whole + [f for part in split for f in part]
-        cosines = self._cosines(forms)
-        found_whole = self._table.match(whole, cosines[: len(whole)])
+        got: list[np.ndarray] = []
+
+        def cosines(start: int, end: int) -> Callable[[], list[np.ndarray]]:
+            def get() -> list[np.ndarray]:
+                if not got:
+                    got.extend(self._cosines(forms))
+                return got[start:end]
+
+            return get
+
+        found_whole = self._table.match(whole, cosines(0, len(whole)))
         found_parts, start = [], len(whole)
         for part in split:
-            found_parts.append(self._table.match(part, cosines[start : start + len(part)]))
+            found_parts.append(self._table.match(part, cosines(start, start + len(part))))
             start += len(part)
         if found_parts and all(found_parts):
             return found_parts

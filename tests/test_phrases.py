@@ -19,7 +19,7 @@ def match(texts: list[str], query: str, cos: dict[str, float]) -> dict[str, str]
         np.array([cos.get(f"{f.text}|{t}", cos.get(t, 0.0)) for t in texts], dtype=np.float32)
         for f in forms
     ]
-    return {texts[i]: m.how for i, m in table.match(forms, cosines).items()}
+    return {texts[i]: m.how for i, m in table.match(forms, lambda: cosines).items()}
 
 
 def test_a_prefix_that_changes_the_meaning_is_not_similar() -> None:
