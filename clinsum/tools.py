@@ -269,7 +269,10 @@ async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]
         raise RPCError(SEARCH_UNAVAILABLE, f"Search unavailable: {exc}") from None
     except SearchError as exc:  # a combination the per-parameter checks cannot see
         raise RPCError(INVALID_PARAMS, f"Invalid params: {exc}") from None
-    return {"query": params["query"], "results": [h.to_dict() for h in hits]}
+    out: dict[str, Any] = {"query": params["query"], "results": [h.to_dict() for h in hits]}
+    if not hits:
+        out["note"] = NO_HITS
+    return out
 
 
 async def fetch(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -417,6 +420,10 @@ async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[s
         raise RPCError(SAVE_FAILED, str(exc)) from None
 
 
+NO_HITS = (
+    "No patient's record answers this query, or none within the filters: no phrase with these "
+    "words, a synonym, something narrower, or a phrase close in meaning."
+)
 _HIT = {
     "type": "object",
     "properties": {
@@ -436,8 +443,10 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "search",
             "Search patients",
-            "Find patients by disease, symptom, medication or name. Ranks patients who really "
-            "have a named condition first, then by semantic similarity.",
+            "Find patients by disease, symptom, medication or name. Returns only patients whose "
+            "record answers the query (the same words, a synonym, something narrower, or a "
+            "phrase close in meaning); each hit's `matched` names the record phrase and how it "
+            "matched. No hits come with a `note` saying why.",
             (
                 Param(
                     "query",
@@ -462,6 +471,7 @@ TOOLS: dict[str, Tool] = {
                 "properties": {
                     "query": {"type": "string"},
                     "results": {"type": "array", "items": _HIT},
+                    "note": {"type": "string"},
                 },
                 "required": ["query", "results"],
             },
