@@ -235,7 +235,7 @@ class Screen:
                 str(hit["age"]),
                 hit["gender"],
                 f"{hit['score']:.3f}",
-                _first(hit["matched"], 3),
+                _first(hit["matched"], 2),
             )
         self.print(table)
 
@@ -464,8 +464,10 @@ def _count(n: int, noun: str, plural: str | None = None) -> str:
 
 
 def _first(items: list[str], n: int) -> str:
-    more = f", +{len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
+    """The first `n` items; "; " between them, since an item may hold commas itself
+    ('Chronic neck pain (history, similar to "neck ache" 0.81)')."""
+    more = f"; +{len(items) - n} more" if len(items) > n else ""
+    return "; ".join(items[:n]) + more
 
 
 class StreamView:

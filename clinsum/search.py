@@ -1,15 +1,17 @@
-"""Patient search: vocabulary-aware term matching first, vector similarity to break ties.
+"""Patient search: the query against each distinct phrase of the records, then per patient.
 
-Pure vector search over short clinical records ranks "patients who sound similar" first, and
-that is not what a clinician asking for "HTN" wants: they want the patients who have
-hypertension, whichever words their record uses. So the index keeps, in memory, which
-patients name each vocabulary concept (via `vocab.find_concepts`) and in which field, and
-the term score from that dominates the ranking. A query naming a known concept returns only
-patients with evidence for it; the cosine similarity from Chroma orders patients with equal
-evidence, and only a query naming nothing the vocabulary knows is answered by similarity.
+Pure vector search over whole records ranks "patients who sound similar" first, and that is
+not what a clinician asking for "HTN" or "cervicalgia" wants: they want the patients whose
+record says so, whichever words it uses. So the records are cut into phrases (list entries,
+note clauses); each distinct phrase is compared with the query once (`clinsum.phrases`: exact
+words, vocabulary synonyms and abbreviations, narrower phrases, sentence-embedding
+similarity), and numpy spreads the answer to the patients who hold the phrase, weighted by
+the field it is in. Only patients with such evidence are returned.
 
-The Chroma collection is rebuilt only when the data file's bytes change (a sha256 kept in
-the collection metadata), so a warm start does no embedding at all.
+Distinct phrases are few even at 100,000 patients (a few thousand), so only they are
+embedded, and their vectors are kept in Chroma (embedded on disk beside the data file, or a
+`chroma run` server) under a hash of the phrase text: a phrase is embedded once, ever, and
+an unchanged file starts without embedding anything.
 
     python -m clinsum.search --data patient_data.csv [--query "shortness of breath"]
 """
@@ -20,14 +22,18 @@ import argparse
 import contextlib
 import hashlib
 import itertools
+import json
 import logging
 import math
+import os
 import re
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+import zipfile
+from array import array
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -36,12 +42,22 @@ import numpy as np
 
 from clinsum import logs
 from clinsum.legacy import data as patient_files
+from clinsum.phrases import (
+    Form,
+    Match,
+    PhraseTable,
+    has_searchable_words,
+    list_items,
+    mask_numbers,
+    note_clauses,
+    query_parts,
+    whole_query,
+)
+from clinsum.phrases import key as phrase_key
 from clinsum.records import Patient, RecordError, file_hash
-from clinsum.vocab import MEDICATIONS, find_concepts
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
-    from chromadb.api.models.Collection import Collection
 
     from clinsum.embeddings import Embedder
 
@@ -50,47 +66,21 @@ log = logging.getLogger("Search")
 MAX_QUERY_CHARS = 500
 MAX_TOP_K = 50
 FILTER_KEYS = ("gender", "max_age", "min_age", "min_risk")
-# Bump when the document text or metadata layout changes, so old collections get rebuilt.
-INDEX_VERSION = 1
+# Bump when what is embedded for a phrase changes, so old vectors are not reused.
+INDEX_VERSION = 2
 EMBED_CHUNK = 256
 DEFAULT_CHROMA_PORT = 8000
 CONNECT_TIMEOUT_S = 5.0
 
-# Where a concept was found. The gaps between these weights are larger than any cosine
-# similarity, so the vector score never lifts a patient over one with stronger evidence in
-# the record itself.
+# Where a phrase was found, and how much that counts: the current history is the strongest
+# evidence, a past visit's list less, a clause of a note least.
 FIELDS = ("history", "symptoms", "medications", "past visits", "visit notes")
-FIELD_WEIGHTS = (4.0, 3.0, 2.0, 1.0, 0.8)
-# A condition only implied by a drug for it (current / past medications) counts less than the
-# condition itself: evidence bits 5 and 6 after the five field bits.
-VIA_DRUG_BIT = {2: 5, 3: 6}
-BIT_WEIGHTS = (*FIELD_WEIGHTS, 1.5, 0.5)
-EXTRA_FIELD_BONUS = 0.1
-NAME_WORD_WEIGHT = 2.0
-TEXT_WORD_WEIGHT = 0.5
-# Nearest neighbours fetched without a Chroma `where`: filtering 100,000 records inside Chroma
-# took ~300 ms, so filters are applied here and Chroma filters only when too few remain.
-VECTOR_POOL = 200
-
-_WORD = re.compile(r"[a-z][a-z0-9'-]*")
-# List cells split on , and ; and notes into sentences ("12.5mg" keeps its dot).
-_ITEM_SPLIT = re.compile(r"[,;]|[.!?](?=\s|$)")
-_STOPWORD_TEXT = """
-    a about all an and any are as at be been but by can current currently do does for from
-    had has have having her his history in is it its me my no not of on or patient patients
-    people person show she that the their them they those to under was were what which who
-    whom with without
-"""
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-
-
-def _score(mask: int) -> float:
-    """Best evidence's weight, plus a little for each further kind of evidence."""
-    weights = [w for bit, w in enumerate(BIT_WEIGHTS) if mask >> bit & 1]
-    return max(weights) + EXTRA_FIELD_BONUS * (len(weights) - 1) if weights else 0.0
-
-
-_SCORES = np.array([_score(mask) for mask in range(1 << len(BIT_WEIGHTS))])
+FIELD_WEIGHTS = (1.0, 0.9, 0.8, 0.6, 0.4)
+NOTES = 4
+EXTRA_FIELD_BONUS = 0.01
+NAME_WEIGHT = 1.0
+QUERY_CACHE = 1024
+_NAME_WORD = re.compile(r"[^\W\d_][\w'-]*")
 
 
 class SearchError(ValueError):
@@ -108,19 +98,11 @@ class Hit:
     age: int
     gender: str
     score: float
+    # Strongest first: 'Chronic neck pain (history, similar to "cervicalgia" 0.63)'.
     matched: list[str]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@lru_cache(maxsize=1 << 18)
-def _words(text: str) -> frozenset[str]:
-    return frozenset(w for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
-
-
-def _items(text: str) -> list[str]:
-    return [part.strip() for part in _ITEM_SPLIT.split(text) if part.strip()]
 
 
 def _cells(patient: Patient) -> list[tuple[int, str]]:
@@ -135,40 +117,6 @@ def _cells(patient: Patient) -> list[tuple[int, str]]:
     return [(field, text) for field, text in cells if text]
 
 
-@lru_cache(maxsize=1 << 18)
-def _item_evidence(field: int, item: str) -> tuple[tuple[str, int, str], ...]:
-    """(concept, evidence bit, how `matched` shows it) for one list item or note sentence.
-
-    Memoised: the same items ("Metformin 500mg", "Reports fatigue") recur across thousands
-    of records, and `find_concepts` is the costly part of indexing.
-    """
-    out: list[tuple[str, int, str]] = []
-    for concept, phrase in find_concepts(item).items():
-        shown = f"{phrase} ({FIELDS[field]})"
-        out.append((concept, field, shown))
-        if field in VIA_DRUG_BIT and concept.startswith("medication:"):
-            # Only a drug for one condition implies it: aspirin or atorvastatin say little
-            # about a stroke, albuterol does not tell asthma from COPD.
-            treats = MEDICATIONS.get(concept.split(":", 1)[1], ())
-            if len(treats) == 1:
-                out.append((f"condition:{treats[0]}", VIA_DRUG_BIT[field], shown))
-    return tuple(out)
-
-
-def _document(patient: Patient) -> str:
-    """The text embedded for a patient: the clinical content and the latest note only, since
-    embedding cost grows with length and the older notes repeat the same conditions."""
-    visits = sorted(patient.visit_history, key=lambda v: v.date)
-    latest = visits[-1].notes if visits else ""
-    return (
-        f"{patient.age}-year-old {patient.gender.lower()}. "
-        f"Conditions: {patient.medical_history or 'none recorded'}. "
-        f"Symptoms: {patient.current_symptoms or 'none recorded'}. "
-        f"Medications: {patient.current_medications or 'none'}. "
-        f"Latest visit: {latest}"
-    )
-
-
 def _check_query(query: object, top_k: object) -> str:
     if not isinstance(query, str):
         raise SearchError(f"query must be a string, not {type(query).__name__}")
@@ -180,7 +128,24 @@ def _check_query(query: object, top_k: object) -> str:
         raise SearchError("query must not be empty")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
         raise SearchError(f"top_k must be a whole number from 1 to {MAX_TOP_K} (got {top_k!r})")
+    reason = unsearchable(query)
+    if reason:
+        raise SearchError(f"query {query.strip()[:40]!r} {reason}")
     return query.strip()
+
+
+def unsearchable(query: str) -> str | None:
+    """Why `query` has nothing to search for, or None if it has.
+
+    The tool registry asks this before the index is touched, so a stop-word-only query is
+    refused like any other bad parameter; the index asks it again for direct callers.
+    """
+    if has_searchable_words(query):
+        return None
+    return (
+        "has nothing to search for: it needs a word of two or more letters that is not a "
+        "stop-word (e.g. a condition, symptom, drug or name)"
+    )
 
 
 def _is_number(value: object) -> bool:
@@ -230,21 +195,6 @@ def _check_filters(filters: object, scale: float = 1.0) -> dict[str, Any]:
     return out
 
 
-def _chroma_where(filters: Mapping[str, Any]) -> dict[str, Any] | None:
-    clauses: list[dict[str, Any]] = []
-    if "min_age" in filters:
-        clauses.append({"age": {"$gte": filters["min_age"]}})
-    if "max_age" in filters:
-        clauses.append({"age": {"$lte": filters["max_age"]}})
-    if "gender" in filters:
-        clauses.append({"gender": {"$eq": filters["gender"]}})
-    if "min_risk" in filters:
-        clauses.append({"risk": {"$gte": filters["min_risk"]}})
-    if not clauses:
-        return None
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
 def _connect(data_path: Path, chroma_url: str | None) -> tuple[ClientAPI, str]:
     """A Chroma client and a description of where it stores data, for messages."""
     import chromadb
@@ -285,34 +235,85 @@ def _connect(data_path: Path, chroma_url: str | None) -> tuple[ClientAPI, str]:
     return client, chroma_url
 
 
+def _phrase_vectors(
+    client: ClientAPI, embedder: Embedder, texts: Sequence[str], show_progress: bool
+) -> tuple[np.ndarray, int]:
+    """Vectors of `texts` (normalised float32 rows), and how many had to be embedded.
+
+    Stored in one Chroma collection per model, keyed by a hash of the text: any file, any
+    version of a file, reuses every phrase it shares with what was embedded before.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    name = re.sub(r"[^a-zA-Z0-9_-]", "-", f"phrases-{embedder.name}-v{INDEX_VERSION}")
+    collection = client.get_or_create_collection(
+        name,
+        configuration={"hnsw": {"space": "cosine"}},
+        metadata={"model": embedder.name, "index_version": INDEX_VERSION},
+        embedding_function=None,
+    )
+    ids = [hashlib.sha256(t.encode()).hexdigest()[:32] for t in texts]
+    found: dict[str, Any] = {}
+    batch = max(1, client.get_max_batch_size())
+    for start in range(0, len(ids), batch):
+        got = collection.get(ids=ids[start : start + batch], include=["embeddings"])
+        found.update(zip(got["ids"], got["embeddings"], strict=True))
+    missing = [j for j, i in enumerate(ids) if i not in found]
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not show_progress or not missing,
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task("Embedding phrases", total=len(missing))
+        for start in range(0, len(missing), min(EMBED_CHUNK, batch)):
+            chunk = missing[start : start + min(EMBED_CHUNK, batch)]
+            vectors = embedder.encode([texts[j] for j in chunk])
+            collection.add(
+                ids=[ids[j] for j in chunk],
+                embeddings=vectors,
+                documents=[texts[j] for j in chunk],
+            )
+            found.update(zip((ids[j] for j in chunk), vectors, strict=True))
+            progress.advance(task, len(chunk))
+    matrix = np.array([found[i] for i in ids], dtype=np.float32).reshape(len(ids), -1)
+    return matrix, len(missing)
+
+
 class PatientIndex:
     """Search over one patients file; build with `PatientIndex.open`."""
 
     def __init__(
         self,
         patients: Mapping[int, Patient],
-        collection: Collection,
+        corpus: _Corpus,
+        vectors: np.ndarray,
         embedder: Embedder,
         where: str,
-        rebuilt: bool,
         embedded_count: int,
     ) -> None:
         self.where = where
-        # True when this open (re)built the Chroma collection; False when it reused it.
-        self.rebuilt = rebuilt
+        # True when this open embedded phrases it had not seen; False when all were cached.
+        self.rebuilt = embedded_count > 0
         self.embedded_count = embedded_count
-        self._collection = collection
         self._embedder = embedder
+        self._corpus = corpus
+        self._vectors = vectors
+        self._table = corpus.table
         self._patients = list(patients.values())
-        self._position = {p.patient_id: i for i, p in enumerate(self._patients)}
         self._ages = np.array([p.age for p in self._patients], dtype=np.int16)
-        self._risks = np.array([p.risk_score for p in self._patients], dtype=np.float64)
+        self._risks = np.array([p.risk_score for p in self._patients], dtype=np.float32)
         self._scale = max((p.score_scale for p in self._patients), default=1.0)
         genders = [p.gender.lower() for p in self._patients]
         self._gender_codes = {g: i for i, g in enumerate(dict.fromkeys(genders))}
         self._genders = np.array([self._gender_codes[g] for g in genders], dtype=np.int16)
-        self._build_term_index()
-        self._query_vector = lru_cache(maxsize=512)(self._embed_query)
+        self._query_vectors: dict[str, np.ndarray] = {}  # oldest first, at most QUERY_CACHE
+        self._cache_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -324,186 +325,60 @@ class PatientIndex:
         embedder: Embedder | None = None,
         show_progress: bool = True,
     ) -> PatientIndex:
-        """Reuse the collection for this exact file content, or rebuild it; then index terms."""
+        """Index the records' phrases; embed only phrases the vector store has not seen."""
         if not patients:
             raise SearchError("there are no patients to index")
         data_path = Path(data_path).resolve()
-        try:
-            data_hash = file_hash(data_path)
-        except OSError as exc:
-            raise SearchError(f"cannot read the data file {data_path}: {exc}") from None
         if embedder is None:
             from clinsum.embeddings import load_embedder
 
             embedder = load_embedder()
         client, where = _connect(data_path, chroma_url)
-        # One collection per data file path, so two files on one server never share one.
-        name = "patients-" + hashlib.sha256(str(data_path).encode()).hexdigest()[:24]
-        metadata = {
-            "data_path": str(data_path),
-            "data_hash": data_hash,
-            "model": embedder.name,
-            "index_version": INDEX_VERSION,
-            "count": len(patients),
-        }
+        corpus = _Corpus.cached(list(patients.values()), data_path)
         try:
-            collection = cls._reusable(client, name, metadata)
-            embedded = 0
-            if collection is None:
-                collection, embedded = cls._build(
-                    client, name, metadata, patients, embedder, show_progress
-                )
+            vectors, embedded = _phrase_vectors(
+                client, embedder, corpus.table.texts[: corpus.table.embedded], show_progress
+            )
         except SearchError:
             raise
         except Exception as exc:
             raise SearchUnavailable(f"the search index in {where} failed: {exc}") from None
         log.info(
-            "%s index for %s (%d patients) in %s",
+            "%s index for %s (%d patients, %d phrases, %d newly embedded) in %s",
             "Built" if embedded else "Reused",
             data_path.name,
             len(patients),
+            corpus.table.embedded,
+            embedded,
             where,
         )
-        return cls(patients, collection, embedder, where, bool(embedded), embedded)
+        return cls(patients, corpus, vectors, embedder, where, embedded)
 
-    @staticmethod
-    def _reusable(client: ClientAPI, name: str, metadata: Mapping[str, Any]) -> Collection | None:
-        from chromadb.errors import NotFoundError
+    def _cosines(self, forms: Sequence[Form]) -> list[np.ndarray]:
+        """Cosine of each form with every phrase (0 for the note clauses, never embedded).
 
-        try:
-            collection = client.get_collection(name, embedding_function=None)
-        except NotFoundError:
-            return None
-        current = collection.metadata or {}
-        fresh = all(current.get(k) == v for k, v in metadata.items())
-        return collection if fresh and collection.count() == metadata["count"] else None
-
-    @staticmethod
-    def _build(
-        client: ClientAPI,
-        name: str,
-        metadata: Mapping[str, Any],
-        patients: Mapping[int, Patient],
-        embedder: Embedder,
-        show_progress: bool,
-    ) -> tuple[Collection, int]:
-        """Embed every patient into a fresh collection; the hash is stored only at the end,
-        so an interrupted build is never mistaken for a complete one."""
-        from chromadb.errors import NotFoundError
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-        with contextlib.suppress(NotFoundError):
-            client.delete_collection(name)
-        collection = client.create_collection(
-            name,
-            configuration={"hnsw": {"space": "cosine"}},
-            metadata={**metadata, "data_hash": "incomplete"},
-            embedding_function=None,
-        )
-        rows = list(patients.values())
-        chunk = max(1, min(EMBED_CHUNK, client.get_max_batch_size()))
-        progress = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-            disable=not show_progress,
-            transient=True,
-        )
-        with progress:
-            task = progress.add_task("Embedding patients", total=len(rows))
-            for start in range(0, len(rows), chunk):
-                batch = rows[start : start + chunk]
-                documents = [_document(p) for p in batch]
-                collection.add(
-                    ids=[str(p.patient_id) for p in batch],
-                    embeddings=embedder.encode(documents),
-                    metadatas=[
-                        {"age": p.age, "gender": p.gender.lower(), "risk": p.risk_score}
-                        for p in batch
-                    ],
-                    documents=documents,
-                )
-                progress.advance(task, len(batch))
-        collection.modify(metadata=dict(metadata))
-        return collection, len(rows)
-
-    def _build_term_index(self) -> None:
-        """concept -> (positions, scores) of the patients naming it, so that a query costs a
-        few array operations instead of a loop over patients.
-
-        Records are cut into items (list entries, note sentences) and those repeat: 100,000
-        generated patients have ~2,300 distinct items. So concepts are found once per item and
-        numpy spreads them to the patients; a Python loop per patient and concept took ~25 s.
+        The forms not seen lately are embedded in one batch: one model call per search.
         """
-        n = len(self._patients)
-        item_ids: dict[tuple[int, str], int] = {}
-        cell_items: dict[tuple[int, str], list[int]] = {}
-        occurrence_item: list[int] = []
-        occurrence_position: list[int] = []
-        names: dict[str, list[int]] = {}
-        for i, patient in enumerate(self._patients):
-            before = len(occurrence_item)
-            for cell in _cells(patient):
-                ids = cell_items.get(cell)
-                if ids is None:
-                    ids = cell_items[cell] = [
-                        item_ids.setdefault((cell[0], item), len(item_ids))
-                        for item in _items(cell[1])
-                    ]
-                occurrence_item.extend(ids)
-            occurrence_position.extend(itertools.repeat(i, len(occurrence_item) - before))
-            for word in _words(patient.name):
-                names.setdefault(word, []).append(i)
-        self._names = {w: np.array(p, dtype=np.int64) for w, p in names.items()}
-
-        # Item -> sorted positions of the patients who have it, as one array plus bounds.
-        keys = np.array(occurrence_item, dtype=np.int64) * n + np.array(
-            occurrence_position, dtype=np.int64
-        )
-        keys.sort()
-        keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
-        self._item_positions = keys % n
-        self._item_bounds = np.searchsorted(keys // n, np.arange(len(item_ids) + 1))
-
-        concept_items: dict[str, dict[int, int]] = {}
-        self._word_items: dict[str, list[int]] = {}
-        for (field, item), item_id in item_ids.items():
-            for concept, bit, _ in _item_evidence(field, item):
-                masks = concept_items.setdefault(concept, {})
-                masks[item_id] = masks.get(item_id, 0) | 1 << bit
-            for word in _words(item):
-                self._word_items.setdefault(word, []).append(item_id)
-        self._word_cache: dict[str, np.ndarray] = {}
-        self._postings = {concept: self._spread(masks) for concept, masks in concept_items.items()}
-
-    def _patients_with(self, item_id: int) -> np.ndarray:
-        return self._item_positions[self._item_bounds[item_id] : self._item_bounds[item_id + 1]]
-
-    def _spread(self, item_masks: Mapping[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(positions, scores) for a concept from the evidence bits of the items naming it."""
-        parts = [self._patients_with(item) for item in item_masks]
-        positions = np.concatenate(parts)
-        masks = np.repeat(list(item_masks.values()), [len(p) for p in parts])
-        order = np.argsort(positions, kind="stable")
-        positions, masks = positions[order], masks[order]
-        first = np.flatnonzero(np.r_[True, positions[1:] != positions[:-1]])
-        # A patient naming the concept in several fields: OR the bits, then score once.
-        return positions[first], _SCORES[np.bitwise_or.reduceat(masks, first)]
-
-    def _word_positions(self, word: str) -> np.ndarray | None:
-        """Patients whose record has `word`; worked out on first use, since few words are ever
-        searched for literally and indexing them all at open cost seconds."""
-        found = self._word_cache.get(word)
-        if found is None and word in self._word_items:
-            parts = [self._patients_with(item) for item in self._word_items[word]]
-            found = self._word_cache[word] = np.unique(np.concatenate(parts))
-        return found
-
-    def _embed_query(self, query: str) -> tuple[float, ...]:
-        return tuple(self._embedder.encode([query])[0])
+        texts = [f.text for f in forms]
+        with self._cache_lock:
+            vectors = {t: self._query_vectors.get(t) for t in texts}
+        missing = [t for t, v in vectors.items() if v is None]
+        if missing:
+            encoded = self._embedder.encode(missing)
+            with self._cache_lock:
+                for text, vector in zip(missing, encoded, strict=True):
+                    vectors[text] = np.asarray(vector, dtype=np.float32)
+                    self._query_vectors[text] = vectors[text]
+                while len(self._query_vectors) > QUERY_CACHE:
+                    del self._query_vectors[next(iter(self._query_vectors))]
+        total = len(self._table.texts)
+        out = []
+        for text in texts:
+            cos = np.zeros(total, dtype=np.float32)
+            if len(self._vectors):
+                cos[: self._table.embedded] = self._vectors @ vectors[text]
+            out.append(cos)
+        return out
 
     def _eligible(self, positions: np.ndarray, filters: Mapping[str, Any]) -> np.ndarray:
         keep = np.ones(len(positions), dtype=bool)
@@ -517,109 +392,259 @@ class PatientIndex:
             keep &= self._risks[positions] >= filters["min_risk"]
         return keep
 
-    def _nearest(
-        self, query: str, n_results: int, where: dict[str, Any] | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Positions and cosine similarities of the patients nearest to the query."""
-        try:
-            result = self._collection.query(
-                query_embeddings=[list(self._query_vector(query))],
-                n_results=n_results,
-                where=where,
-                include=["distances"],
-            )
-        except Exception as exc:
-            raise SearchUnavailable(f"the search index in {self.where} failed: {exc}") from None
-        pairs = [
-            (self._position[int(i)], d)
-            for i, d in zip(result["ids"][0], (result["distances"] or [[]])[0], strict=True)
-            if int(i) in self._position
-        ]
-        positions = np.array([p for p, _ in pairs], dtype=np.int64)
-        return positions, 1.0 - np.array([d for _, d in pairs], dtype=np.float64)
+    def matches(self, query: str) -> list[dict[int, Match]]:
+        """For each part of the query, the phrases that answer it and how.
+
+        "diabetes with chest pain" is two parts, so that patients with both rank first; a
+        query is split at "and", "with", "," only if every part finds something on its own
+        ("concussion with no loss of consciousness" stays whole). One model call embeds the
+        readings of the whole and of the parts together, and only if some part needs it.
+        """
+        whole = whole_query(query)
+        parts = query_parts(query)
+        split = parts if len(parts) > 1 else []
+        forms = whole + [f for part in split for f in part]
+        got: list[np.ndarray] = []
+
+        def cosines(start: int, end: int) -> Callable[[], list[np.ndarray]]:
+            def get() -> list[np.ndarray]:
+                if not got:
+                    got.extend(self._cosines(forms))
+                return got[start:end]
+
+            return get
+
+        found_whole = self._table.match(whole, cosines(0, len(whole)))
+        found_parts, start = [], len(whole)
+        for part in split:
+            found_parts.append(self._table.match(part, cosines(start, start + len(part))))
+            start += len(part)
+        if found_parts and all(found_parts):
+            return found_parts
+        return [found_whole]
 
     def search(self, query: str, top_k: int = 5, filters: dict | None = None) -> list[Hit]:
-        """Best `top_k` patients for `query`; safe to call from several threads at once."""
+        """Best `top_k` patients for `query`; safe to call from several threads at once.
+
+        Only patients whose records answer the query are returned, so the list may be short
+        or empty; it is never padded with records that merely sound alike.
+        """
         text = _check_query(query, top_k)
         wanted = _check_filters(filters, self._scale)
-        concepts = find_concepts(text)
-        consumed = set().union(*(_words(p) for p in concepts.values()))
-        literal = [
-            w
-            for w in dict.fromkeys(_WORD.findall(text.lower()))
-            if w not in STOPWORDS and w not in consumed and len(w) >= 2
-        ]
-
-        terms = np.zeros(len(self._patients), dtype=np.float64)
-        for concept in concepts:
-            if concept in self._postings:
-                positions, scores = self._postings[concept]
-                terms[positions] += scores
-        for word in literal:
-            if word in self._names:
-                terms[self._names[word]] += NAME_WORD_WEIGHT
-            positions = self._word_positions(word)
-            if positions is not None:
-                terms[positions] += TEXT_WORD_WEIGHT
-        term_hits = np.flatnonzero(terms)
-        term_hits = term_hits[self._eligible(term_hits, wanted)]
-
-        total = len(self._patients)
-        pool = min(total, VECTOR_POOL + 10 * top_k)
-        near, similarity = self._nearest(text, pool, None)
-        # Patients the vector search did not return are at most as similar as the last one.
-        floor = float(similarity.min()) if len(similarity) else 0.0
-        keep = self._eligible(near, wanted)
-        near, similarity = near[keep], similarity[keep]
-        if not concepts and pool < total and len(np.union1d(term_hits, near)) < top_k:
-            # Selective filters left too few of the pool: let Chroma filter (slower, exact).
-            near, similarity = self._nearest(text, top_k, _chroma_where(wanted))
-
-        combined = terms.copy()
-        combined[term_hits] += floor
-        combined[near] = terms[near] + similarity
-        # A query naming a condition, symptom or drug gets only patients with evidence, maybe
-        # none: padding the list with records that merely sound similar would present, say, a
-        # COPD patient as an answer to "asthma".
-        candidates = term_hits if concepts else np.union1d(term_hits, near)
+        parts = self.matches(text)
+        corpus = self._corpus
+        total = np.zeros(len(self._patients), dtype=np.float32)
+        for found in parts:
+            total += corpus.scores(found)
+        names = [w for w in dict.fromkeys(_NAME_WORD.findall(text.lower())) if w in corpus.names]
+        for word in names:
+            total[corpus.names[word]] += NAME_WEIGHT
+        candidates = np.flatnonzero(total)
+        candidates = candidates[self._eligible(candidates, wanted)]
         if len(candidates) > top_k:
-            cutoff = np.partition(combined[candidates], -top_k)[-top_k]
-            candidates = candidates[combined[candidates] >= cutoff]
-        order = np.lexsort((candidates, -combined[candidates]))[:top_k]
+            cutoff = np.partition(total[candidates], -top_k)[-top_k]
+            candidates = candidates[total[candidates] >= cutoff]
+        order = np.lexsort((candidates, -total[candidates]))[:top_k]
         return [
-            self._hit(int(candidates[j]), float(combined[candidates[j]]), concepts, literal)
-            for j in order
+            self._hit(int(candidates[j]), float(total[candidates[j]]), parts, names) for j in order
         ]
 
     def _hit(
-        self, position: int, score: float, concepts: Mapping[str, str], literal: list[str]
+        self, position: int, score: float, parts: list[dict[int, Match]], names: list[str]
     ) -> Hit:
-        """The hit with `matched` saying, strongest first, which words in which fields counted."""
+        """The hit with `matched` saying, strongest first, which record phrase answered the
+        query, in which field, and how: exact, synonym, narrower, or similar with its cosine."""
         patient = self._patients[position]
-        cells = _cells(patient)
-        evidence: dict[str, tuple[int, str]] = {}
-        for field, text in cells:
-            for item in _items(text):
-                for concept, bit, shown in _item_evidence(field, item):
-                    if concept in concepts:
-                        evidence.setdefault(shown, (bit, shown))
-        matched = [
-            shown for _, shown in sorted(evidence.values(), key=lambda e: -BIT_WEIGHTS[e[0]])
-        ]
-        for word in literal:
-            if word in _words(patient.name):
-                matched.append(f"{word} (name)")
-            matched += [
-                f"{word} ({FIELDS[field]})" for field, text in cells if word in _words(text)
-            ]
+        shown: dict[str, float] = {}
+        for field, phrase in self._corpus.phrases_of(patient):
+            for found in parts:
+                m = found.get(phrase)
+                if m is not None:
+                    label = f"{self._table.texts[phrase]} ({FIELDS[field]}, {m.how})"
+                    shown[label] = max(shown.get(label, 0.0), m.strength * FIELD_WEIGHTS[field])
+        matched = sorted(shown, key=lambda s: -shown[s])
+        matched += [f"{w} (name)" for w in names if w in _NAME_WORD.findall(patient.name.lower())]
         return Hit(
             patient_id=patient.patient_id,
             name=patient.name,
             age=patient.age,
             gender=patient.gender,
             score=round(score, 4),
-            matched=list(dict.fromkeys(matched)) or ["similar wording"],
+            matched=matched,
         )
+
+
+class _Corpus:
+    """Which patients hold which phrase in which field, as arrays rather than objects.
+
+    Records are cut into items (list entries, note clauses) and those repeat: 100,000
+    generated patients hold a few thousand distinct items. Each distinct item is split,
+    checked for negation and looked up once; numpy spreads the answers to the patients.
+    Building this costs a pass over every record, so it is saved beside the data file
+    (`<stem>.terms.npz`) under the file's hash and reloaded while the file is unchanged.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        item_keys: list[tuple[int, str]],
+        texts: list[str],
+        embedded: int,
+        arrays: Mapping[str, np.ndarray],
+        name_words: list[str],
+    ) -> None:
+        self.size = size
+        self.arrays = dict(arrays)
+        self.item_keys = item_keys
+        self.item_ids = {k: i for i, k in enumerate(item_keys)}
+        self.item_positions = arrays["item_positions"]
+        self.item_bounds = arrays["item_bounds"]
+        self.item_phrase = arrays["item_phrase"]
+        self.item_field = arrays["item_field"]
+        order = np.argsort(self.item_phrase, kind="stable")
+        self.phrase_items = order[self.item_phrase[order] >= 0]
+        counts = np.bincount(self.item_phrase[self.item_phrase >= 0], minlength=len(texts))
+        self.phrase_bounds = np.r_[0, np.cumsum(counts)]
+        bounds, positions = arrays["name_bounds"], arrays["name_positions"]
+        self.name_words = name_words
+        self.names = {w: positions[bounds[i] : bounds[i + 1]] for i, w in enumerate(name_words)}
+        self.table = PhraseTable(texts, embedded)
+
+    @classmethod
+    def build(cls, patients: Sequence[Patient]) -> _Corpus:
+        item_ids: dict[tuple[int, str], int] = {}
+        cell_items: dict[tuple[int, str], list[int]] = {}
+        # 4-byte ints, not Python lists: 100,000 patients make ~3 million occurrences.
+        occurrence_item = array("i")
+        occurrence_position = array("i")
+        names: dict[str, list[int]] = {}
+        for i, patient in enumerate(patients):
+            before = len(occurrence_item)
+            for field, text in _cells(patient):
+                # Notes differ mostly in their numbers: without them, most repeat.
+                cell = (field, text) if field < NOTES else (field, mask_numbers(text))
+                ids = cell_items.get(cell)
+                if ids is None:
+                    split = list_items if field < NOTES else note_clauses
+                    ids = cell_items[cell] = [
+                        item_ids.setdefault((field, item), len(item_ids)) for item in split(cell[1])
+                    ]
+                occurrence_item.extend(ids)
+            occurrence_position.extend(itertools.repeat(i, len(occurrence_item) - before))
+            for word in set(_NAME_WORD.findall(patient.name.lower())):
+                names.setdefault(word, []).append(i)
+        del cell_items
+
+        # Item -> sorted positions of the patients who have it, as one array plus bounds.
+        n = max(1, len(patients))
+        keys = np.frombuffer(occurrence_item, dtype=np.int32).astype(np.int64) * n
+        keys += np.frombuffer(occurrence_position, dtype=np.int32)
+        del occurrence_item, occurrence_position
+        keys.sort()
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+
+        # Phrases: list entries first (embedded), then note clauses no list entry matches.
+        phrase_of_key: dict[str, int] = {}
+        texts: list[str] = []
+        item_phrase = np.full(len(item_ids), -1, dtype=np.int32)
+        item_field = np.zeros(len(item_ids), dtype=np.int8)
+        embedded = 0
+        for (field, text), item in sorted(item_ids.items(), key=lambda kv: kv[0][0] >= NOTES):
+            k = phrase_key(text)
+            if not k:
+                continue
+            if k not in phrase_of_key:
+                phrase_of_key[k] = len(texts)
+                texts.append(text)
+                if field < NOTES:
+                    embedded = len(texts)
+            item_phrase[item] = phrase_of_key[k]
+            item_field[item] = field
+        name_words = list(names)
+        arrays = {
+            "item_positions": (keys % n).astype(np.int32),
+            "item_bounds": np.searchsorted(keys // n, np.arange(len(item_ids) + 1)),
+            "item_phrase": item_phrase,
+            "item_field": item_field,
+            "name_positions": np.array([p for w in name_words for p in names[w]], dtype=np.int32),
+            "name_bounds": np.r_[0, np.cumsum([len(names[w]) for w in name_words])],
+        }
+        return cls(len(patients), list(item_ids), texts, embedded, arrays, name_words)
+
+    @classmethod
+    def cached(cls, patients: Sequence[Patient], data_path: Path) -> _Corpus:
+        """The saved corpus if it was made from this exact file content, else a new one
+        (saved for next time when the folder is writable)."""
+        store = data_path.parent / f"{data_path.stem}.terms.npz"
+        try:
+            data_hash = file_hash(data_path)
+        except OSError as exc:
+            raise SearchError(f"cannot read the data file {data_path}: {exc}") from None
+        fresh = {"data_hash": data_hash, "version": INDEX_VERSION, "size": len(patients)}
+        with (
+            contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile),
+            np.load(store) as saved,
+        ):
+            meta = json.loads(str(saved["meta"]))
+            if all(meta[k] == v for k, v in fresh.items()):
+                arrays = {name: saved[name] for name in saved.files if name != "meta"}
+                keys = [(int(f), t) for f, t in meta["item_keys"]]
+                return cls(
+                    meta["size"], keys, meta["texts"], meta["embedded"], arrays, meta["names"]
+                )
+        corpus = cls.build(patients)
+        meta = {
+            "data_hash": data_hash,
+            "version": INDEX_VERSION,
+            "size": corpus.size,
+            "item_keys": corpus.item_keys,
+            "texts": corpus.table.texts,
+            "embedded": corpus.table.embedded,
+            "names": corpus.name_words,
+        }
+        tmp = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+        try:
+            # The record's phrases are patient data: readable by the owner only.
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                np.savez(f, meta=np.array(json.dumps(meta)), **corpus.arrays)
+            tmp.replace(store)
+        except OSError as exc:
+            log.warning(
+                "could not save the term index to %s (%s): it is rebuilt each start", store, exc
+            )
+            tmp.unlink(missing_ok=True)
+        return corpus
+
+    def positions(self, item: int) -> np.ndarray:
+        return self.item_positions[self.item_bounds[item] : self.item_bounds[item + 1]]
+
+    def scores(self, found: Mapping[int, Match]) -> np.ndarray:
+        """Per patient: the strongest answer in the strongest field, plus a little for every
+        further field that answers too."""
+        best = np.zeros(self.size, dtype=np.float32)
+        fields = np.zeros(self.size, dtype=np.int8)
+        for phrase, m in found.items():
+            span = self.phrase_items[self.phrase_bounds[phrase] : self.phrase_bounds[phrase + 1]]
+            for item in span:
+                field = int(self.item_field[item])
+                pos = self.positions(int(item))
+                best[pos] = np.maximum(best[pos], m.strength * FIELD_WEIGHTS[field])
+                fields[pos] |= 1 << field
+        extra = np.unpackbits(fields[:, None].view(np.uint8), axis=1).sum(axis=1)
+        return best + EXTRA_FIELD_BONUS * np.maximum(extra.astype(np.float32) - 1, 0)
+
+    def phrases_of(self, patient: Patient) -> list[tuple[int, int]]:
+        """(field, phrase) of every item of one record, for `matched`."""
+        out = []
+        for field, text in _cells(patient):
+            split = list_items if field < NOTES else note_clauses
+            for item in split(text):
+                item_id = self.item_ids.get((field, item))
+                if item_id is not None:
+                    phrase = int(self.item_phrase[item_id])
+                    if phrase >= 0:
+                        out.append((field, phrase))
+        return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,11 +37,16 @@ from .jsonrpc import (
 )
 from .prompt import build_messages, prefill
 from .records import Patient
-from .search import PatientIndex, SearchError, SearchUnavailable
+from .search import (
+    MAX_QUERY_CHARS,
+    MAX_TOP_K,
+    PatientIndex,
+    SearchError,
+    SearchUnavailable,
+    unsearchable,
+)
 from .store import StoreError, SummaryStore
 
-MAX_QUERY_CHARS = 500
-MAX_TOP_K = 50
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 200
 MAX_PATIENT_ID = 2**53  # beyond this a JSON number is not an exact integer any more
@@ -64,6 +69,8 @@ class Param:
     maximum: float | None = None
     max_length: int | None = None
     properties: tuple[Param, ...] = ()  # for "object": the keys it may hold
+    # A check of the value's content beyond type and bounds: returns why it is refused.
+    refine: Callable[[Any], str | None] | None = None
 
     def schema(self) -> dict[str, Any]:
         s: dict[str, Any] = {"type": self.type, "description": self.description}
@@ -105,6 +112,8 @@ class Param:
             if not isinstance(value, dict):
                 raise invalid_params(name, f"must be an object, got {_json_type(value)}")
             return check_params(self.properties, value, where=name + ".")
+        if self.refine is not None and (reason := self.refine(value)):
+            raise invalid_params(name, reason)
         if self.minimum is not None and value < self.minimum:
             raise invalid_params(name, f"must be at least {_num(self.minimum)}, got {value}")
         if self.maximum is not None and value > self.maximum:
@@ -279,7 +288,10 @@ async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]
         raise RPCError(SEARCH_UNAVAILABLE, f"Search unavailable: {exc}") from None
     except SearchError as exc:  # a combination the per-parameter checks cannot see
         raise RPCError(INVALID_PARAMS, f"Invalid params: {exc}") from None
-    return {"query": params["query"], "results": [h.to_dict() for h in hits]}
+    out: dict[str, Any] = {"query": params["query"], "results": [h.to_dict() for h in hits]}
+    if not hits:
+        out["note"] = NO_HITS
+    return out
 
 
 async def fetch(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -461,6 +473,10 @@ async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[s
         raise RPCError(SAVE_FAILED, str(exc)) from None
 
 
+NO_HITS = (
+    "No patient's record answers this query, or none within the filters: no phrase with these "
+    "words, a synonym, something narrower, or a phrase close in meaning."
+)
 _HIT = {
     "type": "object",
     "properties": {
@@ -480,8 +496,10 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "search",
             "Search patients",
-            "Find patients by disease, symptom, medication or name. Ranks patients who really "
-            "have a named condition first, then by semantic similarity.",
+            "Find patients by disease, symptom, medication or name. Returns only patients whose "
+            "record answers the query (the same words, a synonym, something narrower, or a "
+            "phrase close in meaning); each hit's `matched` names the record phrase and how it "
+            "matched. No hits come with a `note` saying why.",
             (
                 Param(
                     "query",
@@ -489,6 +507,7 @@ TOOLS: dict[str, Tool] = {
                     "A disease, symptom or phrase, e.g. 'diabetes' or 'shortness of breath'.",
                     required=True,
                     max_length=MAX_QUERY_CHARS,
+                    refine=unsearchable,
                 ),
                 Param(
                     "top_k",
@@ -506,6 +525,7 @@ TOOLS: dict[str, Tool] = {
                 "properties": {
                     "query": {"type": "string"},
                     "results": {"type": "array", "items": _HIT},
+                    "note": {"type": "string"},
                 },
                 "required": ["query", "results"],
             },

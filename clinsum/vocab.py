@@ -370,3 +370,106 @@ def find_concepts(text: str) -> dict[str, str]:
 
 def condition_label(key: str) -> str:
     return CONDITIONS[key].label
+
+
+# --- what search needs beyond the concepts ---------------------------------------------------
+# Synonyms above that name something narrower than the condition (a kind of it): a query for
+# the condition finds them, a query naming them finds only them.
+NARROWER: dict[str, frozenset[str]] = {
+    "arthritis": frozenset(
+        {"osteoarthritis", "rheumatoid arthritis", "degenerative joint disease", "oa", "ra"}
+    ),
+    "diabetes": frozenset({"type 1 diabetes", "t1dm"}),
+    "copd": frozenset({"emphysema", "chronic bronchitis"}),
+    "heart_failure": frozenset({"hfref", "hfpef"}),
+    "obesity": frozenset({"morbid obesity"}),
+}
+# Synonyms above that name a finding or a milder state, not the condition: good enough for the
+# grounding check, but search never treats one as the other ("hyperglycaemia" is not diabetes,
+# "osteopenia" not osteoporosis, a TIA not a stroke).
+LOOSE: frozenset[str] = frozenset(
+    {
+        "high blood sugar",
+        "hyperglycemia",
+        "hyperglycaemia",
+        "overweight",
+        "osteopenia",
+        "tia",
+        "transient ischemic attack",
+        "angina",
+        "nephropathy",
+        "renal failure",
+        "kidney failure",
+        "reflux",
+    }
+)
+# What a query phrase stands for, in the words records use: abbreviations, lay and British
+# terms. Search tries these as well as the query itself; only whole queries (or the parts of a
+# query split at "and", "with", ",") are looked up.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "ra": ("rheumatoid arthritis",),
+    "oa": ("osteoarthritis",),
+    "mi": ("myocardial infarction",),
+    "heart attack": ("myocardial infarction",),
+    "heart stopped": ("cardiac arrest",),
+    "uti": ("urinary tract infection", "cystitis"),
+    "water infection": ("urinary tract infection", "cystitis"),
+    "bladder infection": ("cystitis",),
+    "adhd": ("attention deficit disorder",),
+    "bmi over 30": ("obesity",),
+    "lumbago": ("low back pain",),
+    "cervicalgia": ("neck pain",),
+    "brittle bones": ("osteoporosis",),
+    "appendix removed": ("appendectomy",),
+    "appendix out": ("appendectomy",),
+    "appendicectomy": ("appendectomy",),
+    "spontaneous abortion": ("miscarriage",),
+    "hay fever": ("allergic rhinitis",),
+    "eczema": ("atopic dermatitis",),
+    "wisdom teeth": ("impacted molars",),
+    "gunshot wound": ("bullet wound",),
+    "blood poisoning": ("sepsis",),
+    "ectopic pregnancy": ("tubal pregnancy",),
+    "epilepsy": ("seizure disorder",),
+    "fits": ("seizure",),
+    "pre-eclampsia": ("preeclampsia",),
+    "pre eclampsia": ("preeclampsia",),
+    "low hemoglobin": ("anemia",),
+    "low oxygen": ("hypoxemia",),
+    "broken": ("fracture",),
+    "twisted": ("sprain",),
+    "sprained": ("sprain",),
+    "strep throat": ("streptococcal sore throat",),
+    "covid": ("covid-19",),
+    "coronavirus": ("covid-19",),
+    "panic attacks": ("anxiety (panic)",),
+    "alcohol misuse": ("unhealthy alcohol drinking behavior",),
+    "heavy drinker": ("unhealthy alcohol drinking behavior",),
+    "drug abuse": ("misuses drugs",),
+    "drug misuse": ("misuses drugs",),
+    "substance misuse": ("misuses drugs", "unhealthy alcohol drinking behavior"),
+    "dementia": ("alzheimer's disease",),
+    "raised bp": ("hypertension",),
+    "borderline diabetes": ("prediabetes",),
+    "sore throat": ("pharyngitis", "sore throat"),
+    "collarbone": ("clavicle",),
+}
+# British spellings, rewritten word by word to the American ones most records use.
+_SPELLING = (
+    (re.compile(r"aem"), "em"),  # anaemia, haemoglobin, ischaemic, septicaemia
+    (re.compile(r"(?<![a-z])oesophag"), "esophag"),
+    (re.compile(r"\boedem"), "edem"),
+    (re.compile(r"\boestr"), "estr"),
+    (re.compile(r"rrhoea"), "rrhea"),
+    (re.compile(r"\bfoet"), "fet"),
+    (re.compile(r"paed"), "ped"),
+    (re.compile(r"tumour"), "tumor"),
+    (re.compile(r"isation\b"), "ization"),
+)
+
+
+def american(word: str) -> str:
+    """A word in American spelling ("anaemia" -> "anemia", "oedema" -> "edema")."""
+    for pattern, repl in _SPELLING:
+        word = pattern.sub(repl, word)
+    return word

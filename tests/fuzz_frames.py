@@ -350,10 +350,12 @@ class Fuzzer:
         return self._choose([*SMALL_TOKENS, 1024, ABSENT, None], bad, 0.6)
 
     def p_query(self) -> tuple[Any, int | None]:
-        valid = ["diabetes", "chest pain", "high blood pressure", "x", "asthma inhaler", "é"]
+        valid = ["diabetes", "chest pain", "high blood pressure", "asthma inhaler", "éé"]
         valid += ["糖尿病", "a" * 500, "../../etc/passwd", "'; DROP TABLE patients; --"]
-        valid += ["$(touch /tmp/clinsum-fuzz)", "nul\u0000byte", "🙂" * 10, "%s%n%x"]
+        valid += ["$(touch /tmp/clinsum-fuzz)", "nul\u0000byte"]
         bad = ["", "   ", "\n\t", "a" * 501, "b" * 5000, 1, None, ABSENT, True, [], {}, ["x"]]
+        # Nothing to search for (one letter, stop-words, symbols): refused, not answered.
+        bad += ["x", "é", "🙂" * 10, "%s%n%x", "the of and"]
         return self._choose(valid, bad, 0.55)
 
     def p_top_k(self) -> tuple[Any, int | None]:

@@ -300,6 +300,7 @@ async def test_index_folder_is_the_owners_only(
     async with inprocess(data_dir, tmp_path / "s.csv", fake.url):
         pass
     assert (data_dir / "patient_data.chroma").stat().st_mode & 0o777 == 0o700
+    assert (data_dir / "patient_data.terms.npz").stat().st_mode & 0o777 == 0o600
 
 
 # ----- what a request can reach ----------------------------------------------------------------

@@ -265,7 +265,7 @@ def test_demo_starts_and_stops_its_own_server(data_dir: Path, tmp_path: Path) ->
     )
     child.expect("starting one")
     child.expect("Enter disease/symptom to search for: ", timeout=SPAWN_TIMEOUT)
-    child.sendline("fever")
+    child.sendline("fatigue")
     child.expect(PROMPT_ID)
     child.sendline("3")
     answer_save(child)

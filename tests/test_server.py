@@ -39,6 +39,16 @@ async def test_search_fetch_and_errors(peer: Peer) -> None:
     assert "99999" in unknown["error"]["message"]
 
 
+async def test_search_without_hits_says_why_and_bad_queries_are_refused(peer: Peer) -> None:
+    nothing = await peer.result("search", {"query": "xenotransplantation"})
+    assert nothing["results"] == [] and "No patient's record answers" in nothing["note"]
+    assert "note" not in await peer.result("search", {"query": "asthma"})
+    for query in ("the of and", "?!", "q"):
+        reply = await peer.call("search", {"query": query})
+        assert reply["error"]["code"] == -32602
+        assert "has nothing to search for" in reply["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("method", "params", "param"),
     [
