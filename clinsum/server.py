@@ -32,7 +32,7 @@ from . import logs
 from .backends import KINDS, Backend, LLMError, create_backend
 from .jsonrpc import Dispatcher, Session, dumps, notification, parse
 from .mcp import build_dispatcher
-from .prompt import build_messages, prefill
+from .prompt import STYLES, build_messages, prefill
 from .records import Patient, RecordError, load_patients
 from .search import PatientIndex, SearchError
 from .store import StoreError, SummaryStore
@@ -62,6 +62,7 @@ class Config:
     model_path: str | None = None
     ollama_host: str | None = None
     llm_timeout: float = 60.0
+    summary_style: str | None = None  # prompt.STYLES; None: the backend's default
     log_level: str = "info"
     max_message_bytes: int = 1 << 20
     max_inflight: int = 4
@@ -134,7 +135,14 @@ async def build_app(config: Config) -> App:
         await asyncio.to_thread(store.ensure_exists)
     except (StoreError, OSError) as exc:
         raise StartupError(f"cannot use summaries file {config.summaries}: {exc}") from None
-    return App(patients, index, backend, store, max_inflight=config.max_inflight)
+    return App(
+        patients,
+        index,
+        backend,
+        store,
+        max_inflight=config.max_inflight,
+        summary_style=config.summary_style,
+    )
 
 
 async def _warm_up(backend: Backend, patient: Patient) -> None:
@@ -353,6 +361,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         default=60.0,
         help="seconds a model may stay silent before the call fails (default 60)",
     )
+    p.add_argument(
+        "--summary-style",
+        choices=STYLES,
+        help="strict: the record's facts are written from the record and the model adds the "
+        "assessment (default for embedded); narrative: the model writes the whole summary "
+        "from the digest, checked afterwards (default for Ollama)",
+    )
     p.add_argument("--log-level", choices=logs.LEVELS, default="info")
     p.add_argument(
         "--max-message-bytes",
@@ -406,6 +421,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         model_path=a.model_path,
         ollama_host=a.ollama_host,
         llm_timeout=a.llm_timeout,
+        summary_style=a.summary_style,
         log_level=a.log_level,
         max_message_bytes=a.max_message_bytes,
         max_inflight=a.max_inflight,
