@@ -16,6 +16,7 @@ flags included.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from .digest import Digest, Trend, digest, drug_name
@@ -33,8 +34,14 @@ SYSTEM_PROMPT = (
     "Use only the facts in the patient record: never invent diagnoses, numbers or drugs. "
     "Refer to the patient by the name given in the record."
 )
-# The strict heading the model completes; see the module docstring.
-MODEL_HEADING = "Assessment and recommendation:"
+# Where the strict prefill hands over to the model. Tried on 6 patients (issue #10 work):
+# ending on "Assessment and recommendation:" or "Recommendation:", the model wrote nothing
+# (a line break, which ends the answer) for 5 of them; after "Recommendation: continue" it
+# wrote a plain sentence for all 6 ("to monitor and manage diabetes.").
+MODEL_HEADING = "Recommendation: continue"
+# After its first sentence the 135M model drifts into invented drugs and events, so the strict
+# path takes one sentence from it.
+_SENTENCE_DONE = re.compile(r"[.!?](?:\s|$)")
 
 _GENDER_WORDS = {"f": "female", "m": "male"}
 _VITAL_WORDS = {
@@ -53,6 +60,11 @@ _MED_VERBS = {"started": "started", "stopped": "stopped", "dose changed": "re-do
 
 def default_style(backend: str) -> str:
     return DEFAULT_STYLE.get(backend, "strict")
+
+
+def model_part_done(style: str, generated: str) -> bool:
+    """Whether to stop reading the model: strict takes one sentence, narrative all it writes."""
+    return style == "strict" and bool(_SENTENCE_DONE.search(generated))
 
 
 def _gender(patient: Patient) -> str:
@@ -172,11 +184,7 @@ def record_sentences(patient: Patient, d: Digest | None = None) -> str:
 # --- the messages ----------------------------------------------------------------------------
 
 
-def _facts(patient: Patient, d: Digest, digits: bool) -> list[tuple[str, str]]:
-    def med(entry: str) -> str:
-        # Without digits the model could only write a dose as "Metformin  mg".
-        return entry if digits else drug_name(entry)
-
+def _facts(patient: Patient, d: Digest) -> list[tuple[str, str]]:
     trends = [
         f"{t.measure} {t.direction} "
         + " -> ".join(f"{_value(t, p.value, patient.score_scale)} ({p.date})" for p in t.points)
@@ -184,7 +192,7 @@ def _facts(patient: Patient, d: Digest, digits: bool) -> list[tuple[str, str]]:
     ]
     flags = [f"{v.measure} {v.value} {v.unit}: {v.category}" for v in d.flags]
     changes = [
-        f"{c.drug} {c.change}" + (f" ({c.before} -> {c.after})" if digits and c.before else "")
+        f"{c.drug} {c.change}" + (f" ({c.before} -> {c.after})" if c.before and c.after else "")
         for c in d.med_changes
     ]
     facts = [
@@ -192,10 +200,9 @@ def _facts(patient: Patient, d: Digest, digits: bool) -> list[tuple[str, str]]:
         ("Age", str(patient.age)),
         ("Gender", _gender(patient)),
         ("Current symptoms", patient.current_symptoms or "none"),
-        ("Blood pressure", f"{patient.current_bp} mmHg ({d.vitals[0].category})"),
-        ("Blood sugar", f"{patient.current_sugar} mg/dL ({d.vital('blood sugar').category})"),  # type: ignore[union-attr]
+        *((v.measure.capitalize(), f"{v.value} {v.unit} ({v.category})") for v in d.vitals),
         ("Medical history", patient.medical_history or "none"),
-        ("Current medications", ", ".join(map(med, patient.medications())) or "none"),
+        ("Current medications", patient.current_medications or "none"),
         ("Risk score", f"{patient.risk_score:g}"),
         ("Trends since the first visit", "; ".join(trends) or "no meaningful change"),
         ("Flagged values", "; ".join(flags) or "none"),
@@ -210,23 +217,27 @@ def _facts(patient: Patient, d: Digest, digits: bool) -> list[tuple[str, str]]:
 
 def build_messages(patient: Patient, style: str = "strict", d: Digest | None = None) -> list[dict]:
     """The chat messages for one summary, in the role/content form every backend takes."""
+    if style != "narrative":
+        # The facts are in the prefill already; repeating them here would only double the
+        # prompt the model evaluates before its first token.
+        request = (
+            f"Write a concise clinical summary of {patient.name}: the facts, then the "
+            "recommendation."
+        )
+        return [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": request},
+        ]
     d = d or digest(patient)
-    narrative = style == "narrative"
-    record = "\n".join(f"{label}: {value}" for label, value in _facts(patient, d, narrative))
-    if narrative:
-        request = (
-            f"Write a clinical summary of {patient.name} as one paragraph of at most 120 words. "
-            "State each trend with its direction and its values in time order, each flagged "
-            "value as flagged, each medication change by drug name, and the latest visit's "
-            "date and outcome; then give your assessment and recommendation. Call a value "
-            "high or low only if it is flagged above. Recommend admission, emergency or "
-            "urgent care only if a value is at crisis level. Use only the facts above."
-        )
-    else:
-        request = (
-            f"The facts of {patient.name}'s record are written already. Write the assessment "
-            "and recommendation in one or two sentences, using only the facts above."
-        )
+    record = "\n".join(f"{label}: {value}" for label, value in _facts(patient, d))
+    request = (
+        f"Write a clinical summary of {patient.name} as one paragraph of at most 120 words. "
+        "State each trend with its direction and its values in time order, each flagged "
+        "value as flagged, each medication change by drug name, and the latest visit's "
+        "date and outcome; then give your assessment and recommendation. Call a value "
+        "high or low only if it is flagged above. Recommend admission, emergency or "
+        "urgent care only if a value is at crisis level. Use only the facts above."
+    )
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": f"Patient record:\n{record}\n\n{request}"},

@@ -36,7 +36,7 @@ from .jsonrpc import (
     RPCError,
     invalid_params,
 )
-from .prompt import STYLES, build_messages, default_style, prefill
+from .prompt import STYLES, build_messages, default_style, model_part_done, prefill
 from .records import Patient
 from .search import PatientIndex, SearchError, SearchUnavailable
 from .store import StoreError, SummaryStore
@@ -359,6 +359,8 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
                 await events.token(count, chunk)
                 if count % LOG_EVERY_TOKENS == 0 and llm_log.isEnabledFor(logging.INFO):
                     llm_log.info("Received %d tokens (~%d chars)...", count, sum(map(len, pieces)))
+                if model_part_done(style, "".join(pieces[1:])):
+                    break  # closing the stream stops the model
     except LLMError as exc:
         llm_log.error("generation failed for %s: %s", patient.name, exc)
         raise RPCError(LLM_UNAVAILABLE, f"LLM unavailable: {exc}") from None
