@@ -159,8 +159,10 @@ def _values_in_order(trend: Trend, text: str) -> int:
 def _trend(reading: Reading, trend: Trend, text: str, start: int, end: int) -> None:
     up = _words(_UP, text, start, end)
     down = _words(_DOWN, text, start, end)
-    order = _values_in_order(trend, text[start:end])
     said = {"rose": bool(up), "fell": bool(down)}
+    # Values alone state a direction only without words for one: "212, up from 180" names
+    # the later value first.
+    order = 0 if up or down else _values_in_order(trend, text[start:end])
     if order:
         said["rose" if order > 0 else "fell"] = True
     if not (said["rose"] or said["fell"]):
