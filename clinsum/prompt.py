@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from .digest import Digest, Trend, digest, drug_name
+from .digest import Digest, Trend, digest, drug_name, present
 from .grounding.course import ESCALATION
 from .vocab import find_concepts
 
@@ -47,7 +47,6 @@ _SENTENCE_DONE = re.compile(r"[.!?](?:\s|$)")
 MAX_LISTED = 4  # conditions named in one sentence; see _some
 _COUNTS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _NEGATING = re.compile(r"\b(?:without|no|not|non)\b", re.I)
-_NOTHING = frozenset({"none", "n/a", "na", "nil", "no known history", "unknown"})
 _GENDER_WORDS = {"f": "female", "m": "male"}
 _VITAL_WORDS = {
     # category -> how the summary says it; flag words only where the digest flags the value
@@ -75,11 +74,6 @@ def model_part_done(style: str, generated: str) -> bool:
 def _gender(patient: Patient) -> str:
     word = patient.gender.strip().lower()
     return _GENDER_WORDS.get(word, word)
-
-
-def _present(items: list[str] | tuple[str, ...]) -> list[str]:
-    """Entries that say something: "none" is a way of writing an empty list."""
-    return [i for i in items if i.strip().lower() not in _NOTHING]
 
 
 def _listing(items: list[str] | tuple[str, ...]) -> str:
@@ -114,8 +108,8 @@ def _some(items: list[str] | tuple[str, ...], noun: str) -> str:
 
 
 def _identity(patient: Patient) -> str:
-    conditions = _some(_present(patient.conditions()), "conditions") or "no recorded conditions"
-    symptoms = _listing(_present(patient.symptoms()))
+    conditions = _some(present(patient.conditions()), "conditions") or "no recorded conditions"
+    symptoms = _listing(present(patient.symptoms()))
     presenting = f", presenting with {symptoms}" if symptoms else ", with no current symptoms"
     article = "an" if str(patient.age).startswith("8") or patient.age in (11, 18) else "a"
     return (
@@ -189,7 +183,7 @@ def _listing_plain(parts: list[str]) -> str:
 
 
 def _new_conditions(d: Digest) -> str:
-    new = _present(d.new_conditions)
+    new = present(d.new_conditions)
     if not new:
         return ""
     verb = "was" if len(new) == 1 else "were"
