@@ -35,10 +35,11 @@ SYSTEM_PROMPT = (
     "Use only the facts in the patient record: never invent diagnoses, numbers or drugs. "
     "Refer to the patient by the name given in the record."
 )
-# Where the strict prefill hands over to the model. Tried on 6 patients (issue #10 work):
-# ending on "Assessment and recommendation:" or "Recommendation:", the model wrote nothing
-# (a line break, which ends the answer) for 5 of them; after "Recommendation: continue" it
-# wrote a plain sentence for all 6 ("to monitor and manage diabetes.").
+# Where the strict prefill hands over to the model. With the digest's sentences before it,
+# the model wrote nothing (a line break, which ends the answer) after "Recommendation:" for 3
+# patients of 3 tried, after "Assessment:" for 2 of 3; after "Recommendation: continue" it
+# wrote one plain sentence for 6 of 6 ("to monitor and manage diabetes."), and in `make eval`
+# for every patient.
 MODEL_HEADING = "Recommendation: continue"
 # After its first sentence the 135M model drifts into invented drugs and events, so the strict
 # path takes one sentence from it.
@@ -59,7 +60,6 @@ _VITAL_WORDS = {
     "high": "is high",
     "crisis": "is high, at crisis level",
 }
-_MED_VERBS = {"started": "started", "stopped": "stopped", "dose changed": "re-dosed"}
 
 
 def default_style(backend: str) -> str:
@@ -169,7 +169,7 @@ def _meds(d: Digest) -> str:
         if c.change == "dose changed":
             parts.append(f"{name} re-dosed from {_dose(c.before)} to {_dose(c.after)}")
         else:
-            parts.append(f"{name} {_MED_VERBS[c.change]}")
+            parts.append(f"{name} {c.change}")
     return f"Since the latest visit: {_listing_plain(parts)}."
 
 
