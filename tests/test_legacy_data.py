@@ -95,10 +95,10 @@ def test_none_means_no_entries_never_a_condition() -> None:
 
 def test_scores_read_and_shown_on_the_files_scale() -> None:
     p = data.load(ORIGINAL / "patients_data.csv").patients[11]
-    assert "a risk score of 6.6/10." in prefill(p)
-    assert "Risk score: 6.6/10" in build_messages(p)[1]["content"]
+    assert "Risk score 6.6/10." in prefill(p)
+    assert "Risk score: 6.6/10" in build_messages(p, "narrative")[1]["content"]
     canonical = load_patients(REPO / "patient_data.csv")[1]
-    assert f"a risk score of {canonical.risk_score:.0%}." in prefill(canonical)
+    assert f"{canonical.risk_score:.2f}" in prefill(canonical)
 
 
 def test_one_score_above_1_puts_the_whole_file_on_0_to_10(tmp_path: Path) -> None:
@@ -238,7 +238,7 @@ def test_min_risk_is_on_the_datas_scale() -> None:
     with pytest.raises(SearchError, match="from 0 to 1,"):
         _check_filters({"min_risk": 7}, 1.0)
     # The published bound lets a 0-10 value through to that one check.
-    params = check_params(TOOLS["search"].params, {"query": "x", "filters": {"min_risk": 7}})
+    params = check_params(TOOLS["search"].params, {"query": "asthma", "filters": {"min_risk": 7}})
     assert params["filters"] == {"min_risk": 7}
 
 
@@ -282,3 +282,20 @@ def test_current_fields_come_from_the_latest_visit_not_the_last_row(tmp_path: Pa
     p = data.load(path).patients[9]
     assert (p.age, p.current_symptoms, p.current_bp, p.risk_score) == (51, "fever", "150/95", 5.0)
     assert [v.date for v in p.visit_history] == ["2022-01-05", "2023-06-01", "2021-01-05"]
+
+
+def test_the_record_written_part_is_grounded_for_every_original_patient() -> None:
+    """The strict prefill quotes the latest outcome ("blood pressure controlled with
+    medication"); a quote of the record is not a flag claim, so no original patient's summary
+    starts out blocked. Mutation guarded: quoted outcomes read as claims (6 of 100 blocked)."""
+    from clinsum import grounding
+    from clinsum.digest import digest
+
+    patients = data.load(ORIGINAL / "patients_data.csv").patients
+    names = tuple(p.name for p in patients.values())
+    blocked = [
+        pid
+        for pid, p in patients.items()
+        if not grounding.check(prefill(p), p, names, digest(p)).ok
+    ]
+    assert blocked == []

@@ -154,6 +154,8 @@ ALIASES: dict[str, Alias] = {
         {"patient_id": _PATIENT_ID, "summary": "The summary text to save."},
         lambda params, result, _: text.saved(result["patient_id"], result["name"], params["text"]),
         renames={"summary": "text"},
+        # The original saved whatever the clinician wrote: the verdict is recorded, not enforced.
+        fixed={"force": True},
     ),
 }
 
