@@ -380,6 +380,35 @@ async def test_closing_an_ollama_stream_closes_the_http_stream() -> None:
         await backend.aclose()
 
 
+async def test_a_second_cancellation_during_close_still_closes_the_http_stream() -> None:
+    """Guards the leak behind the flaky `test_vanishing_clients_leak_nothing`: a client that
+    vanishes makes its send raise CancelledError, and a tick later the connection's clean-up
+    cancels the task again, inside httpx's close. Mutation caught: the backend's `finally`
+    awaiting `chunks.aclose()` directly (all 5 streams stay open, Ollama generating for
+    nobody)."""
+
+    async def vanishing_consumer(backend: OllamaBackend) -> None:
+        stream = backend.stream(MESSAGES, PREFILL, max_tokens=10_000)
+        async with contextlib.aclosing(stream):
+            async for _ in stream:
+                task = asyncio.current_task()
+                assert task is not None
+                asyncio.get_running_loop().call_soon(task.cancel)  # the clean-up's cancel
+                raise asyncio.CancelledError  # the failed send
+
+    async with FakeOllama(n_tokens=10_000, tps=200) as srv:
+        backend = OllamaBackend(srv.url, "phi", timeout=5)
+        tasks = [asyncio.create_task(vanishing_consumer(backend)) for _ in range(5)]
+        async with asyncio.timeout(GUARD):
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await srv.wait_idle()
+        assert (srv.streams_started, srv.streams_closed_by_client) == (5, 5)
+        assert srv.streams_completed == 0
+        await backend.aclose()
+
+
 def test_ollama_host_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     assert resolve_host(None) == "http://127.0.0.1:11434"
