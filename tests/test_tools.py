@@ -7,75 +7,22 @@ to, so what the grounding check finds, and hence what `save_summary` must do, is
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from clinsum.jsonrpc import Session
-from clinsum.mcp import build_dispatcher
 from clinsum.records import Patient, load_patients
 from clinsum.store import COLUMNS, SummaryStore
 from clinsum.tools import App
 
 from .conftest import DATA
-
-
-class ScriptedBackend:
-    """A backend that streams the chunks it was given, after any prefill."""
-
-    name = "scripted"
-    model = "scripted-1"
-
-    def __init__(self, chunks: list[str]) -> None:
-        self.chunks = chunks
-
-    async def stream(
-        self,
-        messages: list[dict],
-        prefill: str,
-        *,
-        max_tokens: int,
-        on_queued: Callable[[int], None] | None = None,
-    ) -> AsyncIterator[str]:
-        for chunk in self.chunks[:max_tokens]:
-            yield chunk
-
-    async def aclose(self) -> None:
-        return None
-
+from .scripted import Rpc, ScriptedBackend
 
 PATIENTS = load_patients(DATA)
 # Patient 1's blood pressure is 137/85 mmHg: 120/80 is a claim the record does not support.
 PATIENT: Patient = PATIENTS[1]
 WRONG_BP = [" His", " blood", " pressure", " is", " 120/80", " mmHg", "."]
 AGREEABLE = [" Continue", " the", " current", " treatment", "."]
-
-
-class Rpc:
-    """One connection's worth of requests to a dispatcher over `app`."""
-
-    def __init__(self, app: App) -> None:
-        self.dispatcher = build_dispatcher(app)
-        self.session = Session(peer="test")
-        self.notes: list[tuple[str, dict[str, Any]]] = []
-        self._ids = itertools.count(1)
-
-    async def _notify(self, method: str, params: dict[str, Any]) -> None:
-        self.notes.append((method, params))
-
-    async def call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        message = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
-        reply = await self.dispatcher.handle(message, self.session, self._notify)
-        assert isinstance(reply, dict), reply
-        return reply
-
-    async def result(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        reply = await self.call(method, params)
-        assert "result" in reply, reply
-        return reply["result"]
 
 
 def app_with(chunks: list[str], summaries: Path) -> App:
