@@ -1010,6 +1010,8 @@ async def test_llm_failures_fail_clearly_while_others_stream(
             message = reply["error"]["message"]
             assert words in message and "phi" in message, message
             assert host in message or knob == "models", message
+            if knob == "stall_after":  # --llm-timeout, to within a second
+                assert timeout <= end - begin < timeout + 1, end - begin
             # The other client received tokens while this one was failing.
             during = [n for n in streamer.notes if begin <= n["_t"] <= end]
             assert during or end - begin < 0.1, knob
