@@ -364,7 +364,10 @@ class PatientIndex:
             vectors = {t: self._query_vectors.get(t) for t in texts}
         missing = [t for t, v in vectors.items() if v is None]
         if missing:
-            encoded = self._embedder.encode(missing)
+            try:
+                encoded = self._embedder.encode(missing)
+            except Exception as exc:  # torch or the model failing is the index failing (-32006)
+                raise SearchUnavailable(f"the query embedder failed: {exc}") from None
             with self._cache_lock:
                 for text, vector in zip(missing, encoded, strict=True):
                     vectors[text] = np.asarray(vector, dtype=np.float32)

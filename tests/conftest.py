@@ -74,10 +74,11 @@ class ServerProcess:
         self.kill()
         raise RuntimeError(f"server not ready within {timeout}s:\n{self.log}")
 
-    def wait_for(self, text: str, timeout: float = 30) -> bool:
+    def wait_for(self, text: str, timeout: float = 30, count: int = 1) -> bool:
+        """Whether `count` log lines contain `text` within `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
+            if sum(text in line for line in self.lines) >= count:
                 return True
             time.sleep(0.02)
         return False

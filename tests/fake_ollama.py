@@ -3,7 +3,9 @@
 It speaks HTTP/1.1 with keep-alive and streams `/api/chat` as chunked NDJSON the way Ollama
 does, so the real `ollama.AsyncClient` (and hence our backend) runs unchanged against it.
 Each failure the backend must survive is a knob: a refused model, a stream that stalls, an
-error object mid-stream; counters show whether the client really closed its streams.
+error object mid-stream; counters show whether the client really closed its streams, and
+the sampling options of every chat request are kept. `GET /fake/stats` reports both, for
+tests whose fake runs in another process.
 
 In a test:   async with FakeOllama(tokens=["Hi", "!"]) as srv: ... srv.url ...
 Standalone:  python -m tests.fake_ollama --port 11500 --tps 50   (--tps 0: as fast as possible)
@@ -18,6 +20,7 @@ import json
 import re
 import signal
 import time
+import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -68,6 +71,7 @@ class FakeOllama:
         self.models = list(models)
         self.port = port
         self.requests: list[tuple[str, str, dict]] = []  # (method, path, JSON body)
+        self.chat_options: list[dict] = []  # the `options` of every chat request, in order
         self.open_streams = 0  # chat responses being sent right now
         self.streams_started = 0
         self.streams_completed = 0  # sent to the end, final chunk included
@@ -143,13 +147,26 @@ class FakeOllama:
                 await self._json(writer, 200, {"modelfile": "", "model_info": {}, "details": {}})
             else:
                 await self._json(writer, 404, {"error": f"model '{body.get('model')}' not found"})
+        elif (method, path) == ("GET", "/fake/stats"):
+            await self._json(writer, 200, self.stats())
         elif (method, path) == ("POST", "/api/chat"):
+            self.chat_options.append(body.get("options") or {})
             if not self._has(body.get("model", "")):
                 await self._json(writer, 404, {"error": f"model '{body.get('model')}' not found"})
             else:
                 await self._chat(body, reader, writer)
         else:
             await self._json(writer, 404, {"error": f"unknown endpoint {method} {path}"})
+
+    def stats(self) -> dict:
+        """The counters and the last chat request's options (None before any)."""
+        return {
+            "open_streams": self.open_streams,
+            "streams_started": self.streams_started,
+            "streams_completed": self.streams_completed,
+            "streams_closed_by_client": self.streams_closed_by_client,
+            "last_options": self.chat_options[-1] if self.chat_options else None,
+        }
 
     def _has(self, model: str) -> bool:
         return _full_name(model) in {_full_name(m) for m in self.models}
@@ -228,6 +245,12 @@ class FakeOllama:
             raise
         finally:
             self.open_streams -= 1
+
+
+def fetch_stats(url: str) -> dict:
+    """`FakeOllama.stats()` of the fake at `url`, wherever it runs (blocking)."""
+    with urllib.request.urlopen(f"{url}/fake/stats", timeout=5) as response:
+        return json.load(response)
 
 
 async def _serve(args: argparse.Namespace) -> None:

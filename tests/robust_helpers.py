@@ -117,10 +117,11 @@ async def inprocess(
     *,
     llm_timeout: float = 10,
     max_inflight: int = 4,
+    backend: Any = None,
     **config: Any,
 ) -> AsyncIterator[Live]:
     """`clinsum.faces.ws.running` on a free loopback port, with the Ollama backend at
-    `ollama_url` and the index shared by every in-process test."""
+    `ollama_url` (or `backend`, if given) and the index shared by every in-process test."""
     from clinsum.backends.ollama import OllamaBackend
     from clinsum.store import SummaryStore
     from clinsum.tools import App
@@ -132,7 +133,7 @@ async def inprocess(
     app = App(
         patients,
         index,
-        OllamaBackend(ollama_url, "phi", timeout=llm_timeout),
+        backend or OllamaBackend(ollama_url, "phi", timeout=llm_timeout),
         store,
         max_inflight=max_inflight,
     )

@@ -6,10 +6,11 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 
 class Peer:
@@ -40,6 +41,7 @@ class Peer:
         return cls(ws)
 
     async def _read(self) -> None:
+        failure: BaseException = ConnectionError("connection closed")
         try:
             async for frame in self.ws:
                 msg = json.loads(frame)
@@ -51,13 +53,16 @@ class Peer:
                         fut.set_result(msg)
                 else:
                     self.unmatched.append(msg)
-        except Exception:
-            pass
+        except ConnectionClosed:
+            pass  # an abnormal close; `ws.close_code` says which
+        except Exception as exc:  # a frame that is not JSON: the test must hear of it
+            failure = exc
+            raise
         finally:
             self.closed.set()
             for fut in self.replies.values():
                 if not fut.done():
-                    fut.set_exception(ConnectionError("connection closed"))
+                    fut.set_exception(failure)
 
     def start(
         self, method: str, params: dict[str, Any] | None = None, id: Any = None
@@ -112,3 +117,13 @@ class Peer:
     async def close(self) -> None:
         await self.ws.close()
         self._reader.cancel()
+
+
+async def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "") -> None:
+    """Poll `condition()` until true; a test that waits for something that never comes fails
+    after `timeout` seconds, saying what it waited for, instead of hanging the run."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what or condition}")
+        await asyncio.sleep(0.01)

@@ -12,6 +12,7 @@ import contextlib
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -325,6 +326,28 @@ async def test_ollama_streams_tokens_in_order_continuing_the_prefill() -> None:
     assert backend.tokens_generated == len(tokens)
 
 
+async def test_ollama_gets_the_tuned_sampling_options() -> None:
+    """The options that keep summaries grounded (base.GenerationSettings: near-greedy, a mild
+    repetition penalty, a fixed seed) reach Ollama, as the fake reads them off the wire.
+    Mutation caught: temperature 1.0 and repeat_penalty 1.0 in the Ollama request."""
+    async with FakeOllama() as srv:
+        backend = OllamaBackend(srv.url, "phi", timeout=5)
+        try:
+            await collect(backend.stream(MESSAGES, PREFILL, max_tokens=33))
+        finally:
+            await backend.aclose()
+        options = srv.stats()["last_options"]
+    assert options == {
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "top_k": 40,
+        "repeat_penalty": 1.15,
+        "num_predict": 33,
+        "stop": ["\n", "<|im_end|>", "<|im_start|>"],
+        "seed": 42,
+    }
+
+
 async def test_ollama_max_tokens_limits_the_answer() -> None:
     async with FakeOllama(n_tokens=100) as srv:
         backend = OllamaBackend(srv.url, timeout=5)
@@ -352,6 +375,120 @@ async def test_ollama_unknown_model_says_to_pull_it() -> None:
         ok, reason = await backend.available()
         assert not ok and "llama3" in reason and srv.url in reason
         await backend.aclose()
+
+
+STALL_TIMEOUT = 0.5  # seconds: the --llm-timeout the stall tests run with
+
+
+@contextlib.asynccontextmanager
+async def stalled(
+    kind: str, after: int, embedded: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[OllamaBackend | EmbeddedBackend]:
+    """A backend with timeout STALL_TIMEOUT whose model sends `after` tokens, then nothing:
+    the fake Ollama holding the line, or the embedded worker blocked inside llama.cpp."""
+    if kind == "ollama":
+        async with FakeOllama(stall_after=after) as srv:
+            backend = OllamaBackend(srv.url, "phi", timeout=STALL_TIMEOUT)
+            try:
+                yield backend
+            finally:
+                await backend.aclose()
+        return
+    release = threading.Event()
+
+    def create_completion(prompt: str, **kwargs: object) -> Iterator[dict]:
+        for i in range(after):
+            yield {"choices": [{"text": f" word{i}"}]}
+        release.wait(GUARD)  # the worker is stuck here, as in a wedged llama.cpp call
+
+    monkeypatch.setattr(embedded._llm, "create_completion", create_completion)
+    monkeypatch.setattr(embedded, "timeout", STALL_TIMEOUT)
+    try:
+        yield embedded
+    finally:
+        release.set()
+        monkeypatch.undo()
+    # The worker is free again: the next request is served.
+    assert await collect(embedded.stream(MESSAGES, PREFILL, max_tokens=1))
+
+
+@pytest.mark.parametrize("after", [0, 2], ids=["before-first-token", "mid-answer"])
+@pytest.mark.parametrize("kind", ["ollama", "embedded"])
+async def test_a_stalled_model_fails_within_its_timeout(
+    kind: str, after: int, embedded: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--llm-timeout` on every backend: timeout <= elapsed < timeout + 1 s, then an LLMError
+    that says what happened. Mutations caught: Ollama's stall timeout tripled (elapsed
+    1.5 s); the embedded backend ignoring the timeout (it waits for ever: the guard trips)."""
+    async with stalled(kind, after, embedded, monkeypatch) as backend:
+        got: list[str] = []
+        t0 = time.monotonic()
+        with pytest.raises(LLMError, match=rf"nothing for {STALL_TIMEOUT:g} s; giving up"):
+            async with asyncio.timeout(GUARD):
+                async for chunk in backend.stream(MESSAGES, PREFILL, max_tokens=50):
+                    got.append(chunk)
+        elapsed = time.monotonic() - t0
+        assert len(got) == after
+        assert STALL_TIMEOUT <= elapsed < STALL_TIMEOUT + 1, elapsed
+
+
+async def test_a_request_queued_behind_a_stalled_one_times_out_too(
+    embedded: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting in the queue is not a stall while the worker moves, but it is when the worker
+    is wedged: the queued caller gets its LLMError too, instead of waiting for ever."""
+    async with stalled("embedded", 1, embedded, monkeypatch) as backend:
+        first = asyncio.create_task(collect(backend.stream(MESSAGES, PREFILL, max_tokens=5)))
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        with pytest.raises(LLMError, match="generated nothing"):
+            await collect(backend.stream(MESSAGES, PREFILL, max_tokens=5))
+        assert time.monotonic() - t0 < STALL_TIMEOUT + 1
+        with pytest.raises(LLMError, match="generated nothing"):
+            await first
+
+
+async def test_llm_timeout_reaches_the_embedded_backend() -> None:
+    """Mutation caught: `EmbeddedBackend.open` not passing `options.timeout` on."""
+    backend, _ = await create_backend("embedded", timeout=7.5)
+    try:
+        assert backend.timeout == 7.5
+    finally:
+        await backend.aclose()
+
+
+async def test_digits_are_banned_after_the_prefill(
+    embedded: EmbeddedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every token that writes a digit gets a -100 bias in the request the model runs, and
+    a prompt that begs for digits gets none. Mutations caught: `allow_digits` on, or the
+    bias not passed to llama.cpp."""
+    seen: dict[str, object] = {}
+    real = embedded._llm.create_completion
+
+    def spy(prompt: str, **kwargs: object) -> object:
+        seen.update(kwargs)
+        return real(prompt, **kwargs)
+
+    monkeypatch.setattr(embedded._llm, "create_completion", spy)
+    count = [{"role": "user", "content": "Count from 1 to 40, separated by commas."}]
+    text = "".join(await collect(embedded.stream(count, "1, 2, 3,", max_tokens=30)))
+    bias = seen["logit_bias"]
+    assert isinstance(bias, dict)
+    llm = embedded._llm
+    for digit in "0123456789":
+        (token,) = llm.tokenize(digit.encode(), add_bos=False, special=False)
+        assert bias[token] == -100.0, digit
+    assert all(v == -100.0 for v in bias.values())
+    writes_digit = {
+        i for i in bias if any(c.isdigit() for c in llm.detokenize([i]).decode(errors="ignore"))
+    }
+    assert writes_digit and len(bias) < llm.n_vocab() // 10  # digits, not the vocabulary
+    assert not any(c.isdigit() for c in text), text
+    # The prompt does beg for digits: without the bias the model writes them at once.
+    monkeypatch.setattr(embedded, "_logit_bias", None)
+    unbanned = "".join(await collect(embedded.stream(count, "1, 2, 3,", max_tokens=8)))
+    assert any(c.isdigit() for c in unbanned), unbanned
 
 
 async def test_ollama_stall_is_an_llm_error_and_closes_the_stream() -> None:
@@ -399,6 +536,35 @@ async def test_closing_an_ollama_stream_closes_the_http_stream() -> None:
             await task
         await srv.wait_idle()
         assert (srv.streams_closed_by_client, srv.streams_completed) == (2, 0)
+        await backend.aclose()
+
+
+async def test_a_second_cancellation_during_close_still_closes_the_http_stream() -> None:
+    """Guards the leak behind the flaky `test_vanishing_clients_leak_nothing`: a client that
+    vanishes makes its send raise CancelledError, and a tick later the connection's clean-up
+    cancels the task again, inside httpx's close. Mutation caught: the backend's `finally`
+    awaiting `chunks.aclose()` directly (all 5 streams stay open, Ollama generating for
+    nobody)."""
+
+    async def vanishing_consumer(backend: OllamaBackend) -> None:
+        stream = backend.stream(MESSAGES, PREFILL, max_tokens=10_000)
+        async with contextlib.aclosing(stream):
+            async for _ in stream:
+                task = asyncio.current_task()
+                assert task is not None
+                asyncio.get_running_loop().call_soon(task.cancel)  # the clean-up's cancel
+                raise asyncio.CancelledError  # the failed send
+
+    async with FakeOllama(n_tokens=10_000, tps=200) as srv:
+        backend = OllamaBackend(srv.url, "phi", timeout=5)
+        tasks = [asyncio.create_task(vanishing_consumer(backend)) for _ in range(5)]
+        async with asyncio.timeout(GUARD):
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await srv.wait_idle()
+        assert (srv.streams_started, srv.streams_closed_by_client) == (5, 5)
+        assert srv.streams_completed == 0
         await backend.aclose()
 
 

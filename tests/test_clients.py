@@ -17,6 +17,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import pytest
 
 from clinsum.client import Client, ConnectionLost, RPCError
 from tests.conftest import REPO, ServerProcess, free_port
+from tests.fake_ollama import fetch_stats
 
 pytestmark = pytest.mark.slow
 
@@ -230,14 +232,32 @@ def test_demo_reasks_bad_input_and_no_saves_nothing(server: ServerProcess) -> No
     assert "7" not in rows(server.summaries)
 
 
-def test_demo_ctrl_c_mid_stream_then_eof(slow: ServerProcess) -> None:
+def stream_closed_at_the_model(fake_url: str, before: dict) -> bool:
+    """Whether the fake Ollama saw one more stream closed by its client than `before`, none
+    completed, and none left open (waits up to 10 s: the hang-up reaches it a bit late)."""
+    deadline = time.monotonic() + 10
+    while True:
+        now = fetch_stats(fake_url)
+        closed = now["streams_closed_by_client"] == before["streams_closed_by_client"] + 1
+        if closed and now["open_streams"] == 0:
+            return now["streams_completed"] == before["streams_completed"]
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def test_demo_ctrl_c_mid_stream_then_eof(slow: ServerProcess, fake_ollama: str) -> None:
+    """Ctrl-C stops the generation at the model, not only on screen. Mutation caught: cancel
+    logs but does not stop the task."""
     child = spawn("interactive_streaming_demo.py", "--url", slow.url, "--no-spawn")
     search(child, "diabetes")
     child.expect(PROMPT_ID)
     child.sendline("12")
     child.expect(r"[1-9]\d* tokens? \|")
+    before = fetch_stats(fake_ollama)
     child.sendintr()
     child.expect("Generation cancelled")
+    assert stream_closed_at_the_model(fake_ollama, before)
     child.expect(PROMPT_ID)  # back to choosing a patient, nothing asked about saving
     child.sendeof()
     code, text = finish(child)
@@ -369,15 +389,22 @@ def test_demo_inline_edit_naming_another_patient_is_flagged(server: ServerProces
     assert "7" not in rows(server.summaries)
 
 
-def test_session_ctrl_c_mid_stream_returns_to_menu(slow: ServerProcess) -> None:
+def test_session_ctrl_c_mid_stream_returns_to_menu(slow: ServerProcess, fake_ollama: str) -> None:
+    """Ctrl-C cancels on the server and stops the generation at the model. Mutation
+    caught: cancel logs but does not stop the task."""
     child = spawn("mcp_client.py", "--url", slow.url)
     child.expect(MENU_PROMPT)
     child.sendline("3")
     child.expect(PROMPT_ID)
     child.sendline("45")
     child.expect(r"[1-9]\d* tokens? \|")
+    before = fetch_stats(fake_ollama)
+    cancels, stopped = slow.log.count("cancelled request"), slow.log.count("cancelled after")
     child.sendintr()
     child.expect("Generation cancelled")
+    assert stream_closed_at_the_model(fake_ollama, before)
+    assert slow.wait_for("cancelled request", count=cancels + 1)
+    assert slow.wait_for("cancelled after", count=stopped + 1)
     child.expect(MENU_PROMPT)
     child.sendline("4")
     child.expect("Nothing to save")

@@ -8,7 +8,10 @@ from a public Synthea export, with its hand-written queries.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
+import hashlib
 import json
 import shutil
 import socket
@@ -26,14 +29,19 @@ from clinsum import datagen
 from clinsum.embeddings import Embedder, load_embedder
 from clinsum.records import COLUMNS, Patient, load_patients
 from clinsum.search import PatientIndex, SearchError
+from clinsum.store import SummaryStore
+from clinsum.tools import App
 from clinsum.vocab import CONDITIONS, find_concepts
+
+from .scripted import Rpc, ScriptedBackend
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "patient_data.csv"
 HANDWRITTEN = REPO / "tests" / "data" / "handwritten_patients.csv"
 SYNTHEA = REPO / "tests" / "data" / "synthea_patients.csv"
 SYNTHEA_QUERIES = json.loads((REPO / "tests" / "data" / "synthea_queries.json").read_text())
-CHROMA = Path(sys.executable).parent / "chroma"
+CHROMA = Path(sys.executable).parent / "chroma"  # beside the Python that runs the tests
+CONDITION_TRUTH = REPO / "tests" / "data" / "condition_truth.json"
 
 # One other way of writing each condition, as a clinician might type it.
 SYNONYM = {
@@ -42,7 +50,7 @@ SYNONYM = {
     "asthma": "reactive airway disease",
     "copd": "chronic obstructive pulmonary disease",
     "heart_failure": "CHF",
-    "arthritis": "arthritis",
+    "arthritis": "joint inflammation",  # "osteoarthritis" is narrower: never answered with it
     "high_cholesterol": "hyperlipidemia",
     "obesity": "obese",
     "kidney_disease": "CKD",
@@ -51,7 +59,7 @@ SYNONYM = {
     "depression": "major depressive disorder",
     "hypothyroidism": "underactive thyroid",
     "gerd": "acid reflux",
-    "osteoporosis": "osteoporosis",
+    "osteoporosis": "low bone density",
     "stroke": "CVA",
 }
 # The abbreviations the handwritten file uses, which the generator never writes.
@@ -84,9 +92,27 @@ def with_symptom(patients: dict[int, Patient], symptom: str) -> set[int]:
     }
 
 
-MAIN_HOLDERS = holders(load_patients(DATA))
+# Ground truth independent of the vocabulary search uses (tests/build_condition_truth.py reads
+# the medical_history column by exact phrase; its output was checked by eye).
+TRUTH = json.loads(CONDITION_TRUTH.read_text())
+MAIN_HOLDERS = {key: set(ids) for key, ids in TRUTH["conditions"].items()}
 COMMON = sorted(k for k, ids in MAIN_HOLDERS.items() if len(ids) >= 5)
-HAND_HOLDERS = holders(load_patients(HANDWRITTEN))
+HAND_HOLDERS = {
+    "diabetes": {101, 102, 110},
+    "hypertension": {101, 103, 104, 106, 108},
+    "heart_failure": {101, 112},
+    "high_cholesterol": {102, 106, 114},
+    "copd": {103},
+    "asthma": {105},
+    "coronary_artery_disease": {106},
+    "atrial_fibrillation": {107, 112},
+    "hypothyroidism": {107, 113},
+    "kidney_disease": {108, 112},
+    "arthritis": {109},
+    "depression": {109},
+    "obesity": {110},
+    "gerd": {111},
+}
 
 
 def ids(hits) -> list[int]:
@@ -153,15 +179,24 @@ def synthea(tmp_path_factory, embedder) -> tuple[PatientIndex, dict[int, Patient
 # ----- precision -----------------------------------------------------------------------------
 
 
-def test_the_data_has_enough_common_conditions() -> None:
+def test_the_ground_truth_is_for_this_data_file() -> None:
+    """If this fails, patient_data.csv was regenerated: run `python -m
+    tests.build_condition_truth`, check the JSON's diff against the file by eye, commit."""
+    assert hashlib.sha256(DATA.read_bytes()).hexdigest() == TRUTH["data_sha256"]
+    assert set(MAIN_HOLDERS) == set(CONDITIONS)  # all 16 conditions, none left out
     assert len(COMMON) >= 8
 
 
-@pytest.mark.parametrize("key", COMMON)
+@pytest.mark.parametrize("key", sorted(CONDITIONS))
 @pytest.mark.parametrize("phrasing", ["label", "synonym"])
-def test_precision_for_every_common_condition(main, key, phrasing) -> None:
+def test_every_condition_finds_exactly_its_patients_first(main, key, phrasing) -> None:
+    """Precision at 5 (k = min(5, holders) hits, all holders) and, at top_k = the number of
+    holders, exactly the holders. Mutation caught: search always returning []."""
     query = CONDITIONS[key].label if phrasing == "label" else SYNONYM[key]
-    assert_precise(main[0], query, MAIN_HOLDERS[key])
+    expected = MAIN_HOLDERS[key]
+    assert_precise(main[0], query, expected)
+    every = main[0].search(query, top_k=len(expected))
+    assert set(ids(every)) == expected, (query, sorted(set(ids(every)) ^ expected))
 
 
 @pytest.mark.parametrize(
@@ -514,22 +549,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def chroma_server(tmp_path_factory) -> Iterator[str]:
-    """A real `chroma run` server on a free loopback port, stopped at the end."""
+@contextlib.contextmanager
+def chroma_run(folder: Path) -> Iterator[str]:
+    """A real `chroma run` server on a free loopback port, stopped on exit; yields its URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [
-            str(CHROMA),
-            "run",
-            "--path",
-            str(tmp_path_factory.mktemp("chroma-server")),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [str(CHROMA), "run", "--path", str(folder), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -551,6 +577,43 @@ def chroma_server(tmp_path_factory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory) -> Iterator[str]:
+    with chroma_run(tmp_path_factory.mktemp("chroma-server")) as url:
+        yield url
+
+
+async def test_search_outlives_chroma_and_a_failing_index_is_32006(tmp_path, embedder) -> None:
+    """Over a `chroma run` server that then stops, search keeps answering (the phrase
+    vectors are read once, at start-up); when the index itself fails (the query embedder
+    raising), the answer is -32006 naming it, not an internal error. Mutation caught:
+    SearchUnavailable not told apart from a bad parameter (answered -32602) or left raw."""
+    path = tmp_path / "hand.csv"
+    shutil.copy(HANDWRITTEN, path)
+    patients = load_patients(path)
+    store = SummaryStore(tmp_path / "s.csv")
+    with chroma_run(tmp_path / "chroma") as url:
+        index = await asyncio.to_thread(
+            PatientIndex.open, patients, path, chroma_url=url, embedder=embedder
+        )
+        rpc = Rpc(App(patients, index, ScriptedBackend([]), store))
+        found = await rpc.result("search", {"query": "HTN", "top_k": 5})
+        assert {h["patient_id"] for h in found["results"]} == HAND_HOLDERS["hypertension"]
+    after = await rpc.result("search", {"query": "high blood pressure", "top_k": 5})
+    assert {h["patient_id"] for h in after["results"]} == HAND_HOLDERS["hypertension"]
+
+    class Broken:
+        name = embedder.name
+
+        def encode(self, texts):
+            raise RuntimeError("CUDA out of memory")
+
+    index._embedder = Broken()
+    down = await rpc.call("search", {"query": "a query never embedded before"})
+    assert down["error"]["code"] == -32006, down
+    assert "query embedder failed: CUDA out of memory" in down["error"]["message"], down
 
 
 def test_chroma_server_over_http(tmp_path, chroma_server, embedder) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,40 @@ def test_two_processes_saving_at_once_lose_nothing(tmp_path: Path) -> None:
     ids = [int(r["patient_id"]) for r in rows]
     assert len(ids) == len(set(ids)) == 75
     assert all(r["summary"] == f"final summary for {r['patient_id']}" for r in rows)
+
+
+def test_a_save_is_durable_fsync_temp_then_replace_then_fsync_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order that makes a save survive power loss: the temporary file is fsynced with
+    every byte of the new file in it, then renamed over the old one, then the folder is
+    fsynced so the rename itself is on disk. Mutation caught: both `os.fsync` calls
+    removed (or either one, or the folder's done before the rename)."""
+    path = tmp_path / "s.csv"
+    store = SummaryStore(path)
+    save(store, 1, "first")
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        content = Path(target).read_text() if Path(target).is_file() else None
+        events.append(("fsync", target, content))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str) -> None:
+        events.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save(store, 2, "second")
+    monkeypatch.undo()
+
+    expected = path.read_text()
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"], events
+    (_, temp, content), (_, src, dst), (_, folder, _) = events
+    assert temp == src and Path(temp).parent == tmp_path and temp != str(path)
+    assert content == expected and "second" in expected  # every byte, before the rename
+    assert dst == str(path)
+    assert folder == str(tmp_path)

@@ -5,6 +5,8 @@ cache (the system prompt is shared by every request), so one dedicated worker th
 it and serves requests first-come, first-served. Callers on the event loop get their tokens
 through `call_soon_threadsafe`, are told their place in the queue while they wait, and stop
 the generation by closing their stream: the worker checks a flag at every sampled token.
+A caller gives up with an LLMError once neither its answer nor the worker has moved for
+`timeout` seconds (`--llm-timeout`): a wedged worker must not hold every caller forever.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class _Job:
     out: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     position: int = 0  # the queue position last reported to the caller
+    queued_at: float = field(default_factory=time.monotonic)
     evaluated: int = 0  # context length at the last sampled token (see _generate)
 
     def send(self, kind: str, value: Any = None) -> None:
@@ -81,6 +84,7 @@ class EmbeddedBackend:
         model_path: str | None = None,
         n_threads: int | None = None,
         settings: GenerationSettings = DEFAULT_SETTINGS,
+        timeout: float = 60.0,
     ) -> None:
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
@@ -94,6 +98,9 @@ class EmbeddedBackend:
         self.model = path.stem
         self.settings = settings
         self.tokens_generated = 0  # every sampled token since start-up, for throughput figures
+        self.timeout = timeout
+        # When the worker last showed life (took a job, sampled a token), on time.monotonic.
+        self._moved_at = time.monotonic()
         try:
             self._llm = Llama(
                 model_path=str(path),
@@ -137,7 +144,7 @@ class EmbeddedBackend:
     @classmethod
     async def open(cls, options: BackendOptions) -> tuple[EmbeddedBackend, bool, str]:
         """Load the model off the event loop; always usable once loaded."""
-        backend = await asyncio.to_thread(cls, options.model_path)
+        backend = await asyncio.to_thread(cls, options.model_path, timeout=options.timeout)
         return backend, True, f"using embedded {backend.model}"
 
     async def stream(
@@ -158,7 +165,7 @@ class EmbeddedBackend:
             self._cond.notify()
         try:
             while True:
-                kind, value = await job.out.get()
+                kind, value = await self._next(job)
                 if kind == _TOKEN:
                     yield value
                 elif kind == _ERROR:
@@ -171,6 +178,23 @@ class EmbeddedBackend:
                 if job in self._pending:
                     self._pending.remove(job)
                     self._report_positions()
+
+    async def _next(self, job: _Job) -> tuple[str, Any]:
+        """The job's next message from the worker; LLMError after `timeout` seconds in which
+        neither this job nor the worker moved. Time spent queued behind requests that are
+        being served does not count: the caller hears its place in the queue meanwhile."""
+        while True:
+            quiet = time.monotonic() - max(job.queued_at, self._moved_at)
+            if quiet >= self.timeout:
+                raise LLMError(
+                    f"embedded backend ({self.model}) generated nothing for {self.timeout:g} s; "
+                    "giving up on this answer"
+                )
+            try:
+                async with asyncio.timeout(self.timeout - quiet):
+                    return await job.out.get()
+            except TimeoutError:
+                continue  # the worker may have moved meanwhile: look again
 
     async def aclose(self) -> None:
         """Stop the worker (the running request ends at its next token) and free the model."""
@@ -218,6 +242,7 @@ class EmbeddedBackend:
                 if self._closing:
                     return
                 job = self._current = self._pending.popleft()
+                self._moved_at = time.monotonic()
                 self._report_positions()
             try:
                 if not job.cancelled.is_set():
@@ -234,6 +259,7 @@ class EmbeddedBackend:
             if len(input_ids) > job.evaluated:
                 job.evaluated = len(input_ids)
                 self.tokens_generated += 1
+                self._moved_at = time.monotonic()
             return job.cancelled.is_set()
 
         s = self.settings

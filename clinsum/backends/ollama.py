@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -44,6 +45,26 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     return str(exc) or type(exc).__name__
+
+
+async def _close_fully(chunks: AsyncGenerator[Any, None]) -> None:
+    """Close the response stream to the end, even if our task is cancelled meanwhile.
+
+    A client that vanishes cancels its request twice, a tick apart: its failed send raises
+    CancelledError, then the connection's clean-up cancels the task. The second one used to
+    land inside httpx's close (at a lock's checkpoint), which left the HTTP connection open
+    and Ollama generating for nobody: 4 to 50 streams in 100 (issue 15). The close therefore
+    runs in a task of its own, and a cancellation is passed on only once it is done.
+    """
+    closing = asyncio.ensure_future(chunks.aclose())
+    cancelled = False
+    while not closing.done():
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 class OllamaBackend:
@@ -128,7 +149,7 @@ class OllamaBackend:
                     return
         finally:
             # Ends the HTTP response, which is what tells Ollama to stop generating.
-            await chunks.aclose()
+            await _close_fully(chunks)
 
     async def _next(self, chunks: AsyncIterator[ollama.ChatResponse]) -> ollama.ChatResponse | None:
         """The next chunk, or None at the end; every failure becomes an LLMError."""

@@ -1,0 +1,116 @@
+"""The tools behind the JSON-RPC dispatcher, with a scripted model and no socket.
+
+Message in, replies out (as in test_jsonrpc.py): `build_dispatcher(app)` runs the same
+`Tool.run` both faces call, with an `App` whose backend writes exactly what a test tells it
+to, so what the grounding check finds, and hence what `save_summary` must do, is known.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clinsum.records import Patient, load_patients
+from clinsum.store import COLUMNS, SummaryStore
+from clinsum.tools import App
+
+from .conftest import DATA
+from .scripted import Rpc, ScriptedBackend
+
+PATIENTS = load_patients(DATA)
+# Patient 1's blood pressure is 137/85 mmHg: 120/80 is a claim the record does not support.
+PATIENT: Patient = PATIENTS[1]
+WRONG_BP = [" His", " blood", " pressure", " is", " 120/80", " mmHg", "."]
+AGREEABLE = [" Continue", " the", " current", " treatment", "."]
+
+
+def app_with(chunks: list[str], summaries: Path) -> App:
+    store = SummaryStore(summaries)
+    store.ensure_exists()
+    # Neither summarize nor save_summary touches the search index.
+    return App(PATIENTS, None, ScriptedBackend(chunks), store)  # type: ignore[arg-type]
+
+
+HEADER = ",".join(COLUMNS) + "\n"
+
+
+async def test_save_refuses_unsupported_claims_until_forced(tmp_path: Path) -> None:
+    """A summary claiming a blood pressure the record does not have: saving it without
+    `force` is -32005 with the claim in `data.unsupported`, and nothing is written; with
+    `force` it is written with grounded=false. Mutation caught: the server saves unsupported
+    summaries without `force` (never -32005)."""
+    summaries = tmp_path / "patient_summaries.csv"
+    rpc = Rpc(app_with(WRONG_BP, summaries))
+    summary = await rpc.result("summarize", {"patient_id": PATIENT.patient_id})
+    assert summary["summary"].endswith("His blood pressure is 120/80 mmHg.")
+    assert summary["grounding"]["ok"] is False
+
+    refused = await rpc.call("save_summary", {"summary_id": summary["summary_id"]})
+    assert refused["error"]["code"] == -32005, refused
+    assert "force" in refused["error"]["message"]
+    claims = refused["error"]["data"]["unsupported"]
+    assert [c["text"] for c in claims if "120/80" in c["text"]], claims
+    assert summaries.read_text() == HEADER  # nothing written
+
+    saved = await rpc.result("save_summary", {"summary_id": summary["summary_id"], "force": True})
+    assert saved["saved"] is True and saved["grounded"] is False
+    rows = SummaryStore(summaries).rows()
+    assert [(r["patient_id"], r["grounded"]) for r in rows] == [("1", "false")]
+    assert rows[0]["summary"] == summary["summary"]
+
+
+async def test_only_a_grounded_summary_is_saved_as_grounded(tmp_path: Path) -> None:
+    """A summary that sticks to the record saves without `force` and is marked grounded; one
+    with a wrong number is not marked grounded, in the reply or in the file. Mutation caught:
+    the server marks every summary grounded."""
+    good_file, bad_file = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good = Rpc(app_with(AGREEABLE, good_file))
+    result = await good.result("summarize", {"patient_id": PATIENT.patient_id})
+    assert result["grounding"]["ok"] is True, result["grounding"]
+    saved = await good.result("save_summary", {"summary_id": result["summary_id"]})
+    assert saved["grounded"] is True
+    assert SummaryStore(good_file).rows()[0]["grounded"] == "true"
+
+    bad = Rpc(app_with(WRONG_BP, bad_file))
+    result = await bad.result("summarize", {"patient_id": PATIENT.patient_id})
+    assert result["grounding"]["ok"] is False
+    forced = await bad.result("save_summary", {"summary_id": result["summary_id"], "force": True})
+    assert forced["grounded"] is False
+    assert SummaryStore(bad_file).rows()[0]["grounded"] == "false"
+
+
+async def test_an_unwritable_summaries_file_is_error_32007(tmp_path: Path) -> None:
+    """The summaries folder is replaced by a plain file after start-up (a file where a
+    folder should be defeats root too, unlike permissions): the save answers -32007 naming
+    the file, and the server keeps the summary, so a retry after the fix succeeds."""
+    folder = tmp_path / "out"
+    summaries = folder / "patient_summaries.csv"
+    rpc = Rpc(app_with(AGREEABLE, summaries))
+    result = await rpc.result("summarize", {"patient_id": PATIENT.patient_id})
+    for entry in folder.iterdir():
+        entry.unlink()
+    folder.rmdir()
+    folder.write_text("not a folder")
+
+    failed = await rpc.call("save_summary", {"summary_id": result["summary_id"]})
+    assert failed["error"]["code"] == -32007, failed
+    assert str(summaries) in failed["error"]["message"]
+    listed = await rpc.call("list_summaries", {})
+    assert listed["error"]["code"] == -32007, listed
+
+    folder.unlink()
+    folder.mkdir()
+    saved = await rpc.result("save_summary", {"summary_id": result["summary_id"]})
+    assert saved["saved"] is True
+    assert [r["patient_id"] for r in SummaryStore(summaries).rows()] == ["1"]
+
+
+@pytest.mark.parametrize("version", ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"])
+async def test_every_supported_protocol_version_is_accepted(tmp_path: Path, version: str) -> None:
+    """Mutation caught: a supported MCP protocol version dropped (the client would be moved
+    to the newest one, which it may not speak)."""
+    rpc = Rpc(app_with(AGREEABLE, tmp_path / "s.csv"))
+    init = await rpc.result("initialize", {"protocolVersion": version, "capabilities": {}})
+    assert init["protocolVersion"] == version
+    assert rpc.session.protocol_version == version
