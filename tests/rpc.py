@@ -1,14 +1,20 @@
-"""A raw JSON-RPC test peer: every frame visible, replies routed by id, notifications kept."""
+"""A raw JSON-RPC test peer: every frame visible, replies routed by id, notifications kept.
+
+Also the benchmark's client (bench/harness.py): notifications are timestamped as they come
+off the socket, and `timed` gives a reply's send and arrival times.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
 
@@ -18,6 +24,7 @@ class Peer:
         self.notes: list[tuple[float, dict[str, Any]]] = []
         self.replies: dict[Any, asyncio.Future[dict[str, Any]]] = {}
         self.unmatched: list[Any] = []
+        self.arrived: dict[Any, float] = {}  # arrival times of the replies `timed` waits for
         self.closed = asyncio.Event()
         self._ids = itertools.count(1)
         self._sends: set[asyncio.Future[None]] = set()
@@ -42,10 +49,13 @@ class Peer:
     async def _read(self) -> None:
         try:
             async for frame in self.ws:
-                msg = json.loads(frame)
+                now = time.perf_counter()
+                msg = orjson.loads(frame)
                 if isinstance(msg, dict) and "method" in msg:
-                    self.notes.append((time.perf_counter(), msg))
+                    self.notes.append((now, msg))
                 elif isinstance(msg, dict) and msg.get("id") in self.replies:
+                    if msg["id"] in self.arrived:
+                        self.arrived[msg["id"]] = now
                     fut = self.replies.pop(msg["id"])
                     if not fut.done():
                         fut.set_result(msg)
@@ -63,16 +73,37 @@ class Peer:
         self, method: str, params: dict[str, Any] | None = None, id: Any = None
     ) -> tuple[Any, asyncio.Future[dict[str, Any]]]:
         """Send a request without waiting; returns its id and the future of its reply."""
+        rid, fut, frame = self._request(method, params, id)
+        send = asyncio.ensure_future(self.ws.send(frame))
+        self._sends.add(send)
+        send.add_done_callback(self._sends.discard)
+        return rid, fut
+
+    def _request(
+        self, method: str, params: dict[str, Any] | None, id: Any = None
+    ) -> tuple[Any, asyncio.Future[dict[str, Any]], str]:
         rid = next(self._ids) if id is None else id
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.replies[rid] = fut
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
         if params is not None:
             msg["params"] = params
-        send = asyncio.ensure_future(self.ws.send(json.dumps(msg)))
-        self._sends.add(send)
-        send.add_done_callback(self._sends.discard)
-        return rid, fut
+        return rid, fut, json.dumps(msg)
+
+    async def timed(
+        self, method: str, params: dict[str, Any] | None = None, timeout: float = 300
+    ) -> tuple[float, float, dict[str, Any]]:
+        """(sent, replied, reply): perf_counter times of the send and of the reply's arrival
+        (taken before it is parsed), and the whole reply."""
+        rid, fut, frame = self._request(method, params)
+        self.arrived[rid] = math.nan
+        sent = time.perf_counter()
+        try:
+            await self.ws.send(frame)
+            reply = await asyncio.wait_for(fut, timeout)
+            return sent, self.arrived[rid], reply
+        finally:
+            self.arrived.pop(rid, None)
 
     async def call(
         self, method: str, params: dict[str, Any] | None = None, timeout: float = 120

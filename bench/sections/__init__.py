@@ -1,0 +1,32 @@
+"""Every benchmark section, in the order a full run measures them: one registry, as `TOOLS`
+is for the tools. A section is a module with `async def run(ctx) -> list[Row]`; adding one
+is a module here plus one `Section(...)` line below.
+
+The order matters: sections that share a server (`shares`) sit next to each other, so it is
+started once; `memory` comes last on the embedded server, so its peak RSS is the run's; and
+`concurrency` runs before `save`, whose fsyncs of a 32 MB file leave the kernel flushing for
+a while (a stalled ping would then measure the disk, not the event loop).
+"""
+
+from __future__ import annotations
+
+from bench.harness import Section
+
+from . import concurrency, connect, memory, relay, save, scale, search, startup
+
+SECTIONS: dict[str, Section] = {
+    s.name: s
+    for s in (
+        Section("startup", startup.run, "fresh servers to ready, first summary and search"),
+        Section("connect", connect.run, "connect + initialize", ("embedded100",)),
+        Section("search", search.run, "search, 100 patients", ("embedded100",)),
+        Section("relay", relay.run, "tokens/s through the server, embedded", ("embedded100",)),
+        Section("memory", memory.run, "per idle connection; peak RSS", ("embedded100",)),
+        Section("concurrency", concurrency.run, "ping under 100 searches + 20 streams"),
+        Section("relay_ollama", relay.run_ollama, "relay cost per token", ("ollama100",)),
+        Section("save", save.run, "save_summary, 100 to 100,000 rows", ("ollama100",)),
+        # search16's search-quality figures plug in here, as one line:
+        # Section("search_quality", search_quality.run, "...", ...),
+        Section("scale", scale.run, "--scale patients", quick=False),
+    )
+}
