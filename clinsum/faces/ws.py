@@ -157,9 +157,14 @@ def listen(config: Config) -> socket.socket:
     """
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     try:
-        return socket.create_server((config.host.strip("[]"), config.port), family=family)
+        sock = socket.create_server((config.host.strip("[]"), config.port), family=family)
     except OSError as exc:
         raise StartupError(_cannot_listen(config, exc)) from None
+    # asyncio sets TCP_NODELAY only on sockets it made (proto IPPROTO_TCP, not create_server's
+    # 0); without it each reply written in two pieces waits ~40 ms for the client's delayed
+    # ACK (bench/results.md). Accepted connections inherit it from the listening socket.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _cannot_listen(config: Config, exc: OSError) -> str:
