@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import itertools
 import math
 import os
 import random
@@ -33,7 +34,7 @@ from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect as ws_connect
 
 if TYPE_CHECKING:
-    from tests.rpc import Peer
+    from tests.rpc import _Routing as AnyPeer
 
 from bench.prep import DATA_DIR, REPO
 
@@ -155,6 +156,8 @@ class ServerProcess:
         self.lines: list[str] = []
         self.ready_s = math.nan
         args = list(args)
+        http = args[args.index("--http-port") + 1] if "--http-port" in args else None
+        self.http_url = f"http://127.0.0.1:{http}" if http not in (None, "0") else None
         self.summaries = (
             Path(args[args.index("--summaries") + 1]) if "--summaries" in args else None
         )
@@ -247,12 +250,17 @@ def start_server(
     """A server as the benchmark runs it: quiet (per-request log lines cost time), limits
     raised above what any section sends, its log in bench/data/logs/NAME.log."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    args = [
+    args = bench_flags(data, summaries, backend, *extra)
+    return ServerProcess(args, log_path=LOG_DIR / f"{name}.log")
+
+
+def bench_flags(data: Path, summaries: Path, backend: str, *extra: str) -> list[str]:
+    """The flags of every benchmarked server (`--stdio` children too)."""
+    return [
         *("--data", str(data), "--summaries", str(summaries), "--backend", backend),
         *("--log-level", "warning", "--max-inflight", "32", "--max-connections", "1024"),
         *extra,
     ]
-    return ServerProcess(args, log_path=LOG_DIR / f"{name}.log")
 
 
 @contextlib.asynccontextmanager
@@ -304,6 +312,9 @@ async def worker(*args: str) -> AsyncIterator[subprocess.Popen]:
 # ----------------------------------------------------------------------------- streams
 
 
+_tokens = itertools.count(1)  # progress tokens, unique within a run
+
+
 @dataclass
 class Stream:
     """What one summarize request received, with arrival times (perf_counter)."""
@@ -315,7 +326,7 @@ class Stream:
     tokens: list[str] = field(default_factory=list)
 
 
-async def result(peer: Peer, method: str, params: dict | None = None) -> tuple[float, Any]:
+async def result(peer: AnyPeer, method: str, params: dict | None = None) -> tuple[float, Any]:
     """(seconds from send to reply, result).
 
     Raises:
@@ -327,29 +338,43 @@ async def result(peer: Peer, method: str, params: dict | None = None) -> tuple[f
     return replied - sent, reply["result"]
 
 
-async def summarize(peer: Peer, patient_id: int, max_tokens: int) -> tuple[Stream, dict]:
-    """One `summarize` through `peer`, its `stream_token` notes taken off the peer.
+async def summarize(
+    peer: AnyPeer, patient_id: int, max_tokens: int, mcp: bool = False
+) -> tuple[Stream, dict]:
+    """One summary through `peer`, its token notes taken off the peer: the plain `summarize`
+    with `stream_token`s, or (`mcp`) `tools/call` with one `notifications/progress` a token,
+    as every MCP face sends them. Returns the stream and the summarize result.
 
     Raises:
-        RuntimeError: the reply is an error.
+        RuntimeError: the reply is an error (or, over MCP, an `isError` result).
     """
-    params = {"patient_id": patient_id, "max_tokens": max_tokens}
-    sent, replied, reply = await peer.timed("summarize", params)
+    args = {"patient_id": patient_id, "max_tokens": max_tokens}
+    if mcp:
+        token = f"bench-{next(_tokens)}"
+        params = {"name": "summarize", "arguments": args, "_meta": {"progressToken": token}}
+        sent, replied, reply = await peer.timed("tools/call", params)
+    else:
+        sent, replied, reply = await peer.timed("summarize", args)
     rid = reply["id"]
     stream = Stream(sent=sent, done=replied)
     rest = []
     for t, msg in peer.notes:
-        p = msg["params"]
-        if msg["method"] == "stream_token" and p.get("request_id") == rid:
+        p = msg.get("params") or {}
+        if not mcp and msg["method"] == "stream_token" and p.get("request_id") == rid:
             stream.times.append(t)
             stream.indexes.append(p["index"])
             stream.tokens.append(p["token"])
+        elif mcp and msg["method"] == "notifications/progress" and p.get("progressToken") == token:
+            stream.times.append(t)
+            stream.indexes.append(int(p["progress"]) - 1)
+            stream.tokens.append(p.get("message", ""))
         else:
             rest.append((t, msg))
     peer.notes[:] = rest
-    if "result" not in reply:
-        raise RuntimeError(f"summarize failed: {reply.get('error')}")
-    return stream, reply["result"]
+    res = reply.get("result")
+    if res is None or (mcp and res.get("isError")):
+        raise RuntimeError(f"summarize failed: {reply.get('error') or res}")
+    return stream, res["structuredContent"] if mcp else res
 
 
 def stream_figures(start: float, times: Sequence[float]) -> tuple[float, float, int]:
@@ -522,9 +547,19 @@ async def _ollama100(ctx: Context) -> AsyncIterator[Served]:
         yield Served(srv, url)
 
 
+@contextlib.asynccontextmanager
+async def _faces100(ctx: Context) -> AsyncIterator[Served]:
+    """The embedded model with every network face on: WebSocket and HTTP."""
+    summaries = RUN_DIR / "summaries_faces.csv"
+    http = str(free_port())
+    async with server("faces100", ctx.small, summaries, "embedded", "--http-port", http) as srv:
+        yield Served(srv)
+
+
 SHARED: dict[str, Callable[[Context], contextlib.AbstractAsyncContextManager[Served]]] = {
     "embedded100": _embedded100,
     "ollama100": _ollama100,
+    "faces100": _faces100,
 }
 
 

@@ -10,9 +10,18 @@ a while (a stalled ping would then measure the disk, not the event loop).
 
 from __future__ import annotations
 
+import functools
+
 from bench.harness import Section
 
-from . import concurrency, connect, memory, relay, save, scale, search, startup
+from . import concurrency, connect, faces, memory, metrics, relay, save, scale, search, startup
+
+FACES = ("faces100",)  # the embedded model with the WebSocket and HTTP faces on
+
+
+def relay_on(face: str) -> functools.partial:
+    return functools.partial(relay.run, face=face)
+
 
 SECTIONS: dict[str, Section] = {
     s.name: s
@@ -22,6 +31,11 @@ SECTIONS: dict[str, Section] = {
         Section("search", search.run, "search, 100 patients", ("embedded100",)),
         Section("relay", relay.run, "tokens/s through the server, embedded", ("embedded100",)),
         Section("memory", memory.run, "per idle connection; peak RSS", ("embedded100",)),
+        Section("faces", faces.run_connect, "connect + initialize + tools/list, each face", FACES),
+        Section("search_http", faces.run_search, "search: MCP over HTTP vs WebSocket", FACES),
+        Section("relay_http", relay_on("http"), "tokens/s through MCP over HTTP", FACES),
+        Section("relay_stdio", relay_on("stdio"), "tokens/s through MCP over stdio"),
+        Section("metrics", metrics.run, "/metrics scrape while 20 summaries stream"),
         Section("concurrency", concurrency.run, "ping under 100 searches + 20 streams"),
         Section("relay_ollama", relay.run_ollama, "relay cost per token", ("ollama100",)),
         Section("save", save.run, "save_summary, 100 to 100,000 rows", ("ollama100",)),

@@ -13,7 +13,8 @@ import contextlib
 import math
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,9 +22,10 @@ import orjson
 from bench import prep
 from bench.harness import (
     OLLAMA_TOKENS,
+    RUN_DIR,
     Context,
     Row,
-    ServerProcess,
+    bench_flags,
     check_stream,
     log,
     proc_cpu_s,
@@ -33,9 +35,10 @@ from bench.harness import (
     summary,
     worker,
 )
-from tests.rpc import Peer
+from tests.rpc import HttpPeer, Peer, StdioPeer
 
 N_EMBEDDED_PATIENTS = 40
+N_EMBEDDED_QUICK = 12
 EMBEDDED_MAX_TOKENS = 200
 N_RELAY = 12
 
@@ -75,8 +78,41 @@ class DirectWorker:
         return reply["times"], reply["start"]
 
 
+@dataclass
+class Via:
+    """The way to the server: a connected peer, the server's pid (for its CPU time), and
+    whether the peer speaks MCP (`tools/call` with progress) or the plain methods."""
+
+    peer: Any  # tests.rpc Peer, HttpPeer or StdioPeer
+    pid: int
+    mcp: bool
+
+
+@contextlib.asynccontextmanager
+async def connected(ctx: Context, face: str) -> AsyncIterator[Via]:
+    """A peer on `face`: the plain methods over the WebSocket (the shared embedded server),
+    MCP over HTTP (the shared server with every face on), or MCP over stdio (a
+    `mcp_server.py --stdio` child with the embedded model, started here)."""
+    if face == "ws":
+        srv = (await ctx.shared("embedded100")).server
+        peer: Any = await Peer.open(srv.url)
+        via = Via(peer, srv.pid, mcp=False)
+    elif face == "http":
+        srv = (await ctx.shared("faces100")).server
+        assert srv.http_url is not None
+        via = Via(await HttpPeer.open(srv.http_url + "/mcp"), srv.pid, mcp=True)
+    else:
+        summaries = RUN_DIR / "summaries_stdio.csv"
+        peer = await StdioPeer.open(bench_flags(ctx.small, summaries, "embedded"))
+        via = Via(peer, peer.proc.pid, mcp=True)
+    try:
+        yield via
+    finally:
+        await via.peer.close()
+
+
 async def relay_pairs(
-    srv: ServerProcess,
+    via: Via,
     backend: Any,
     patients: Sequence[Any],
     max_tokens: int,
@@ -90,7 +126,7 @@ async def relay_pairs(
     same moment instead, one model per core: a shared machine's load then falls on both
     sides alike, which is what lets a 3% difference in a model's pace be seen at all.
     """
-    peer = await Peer.open(srv.url)
+    peer = via.peer
     s_ttft, s_rate, d_ttft, d_rate, s_total, d_total = [], [], [], [], [], []
     relay_ms: list[float] = []  # client-seen TTFT minus the server's own `ttft_ms`
     ping_ms: list[float] = []  # a bare round trip just before each summary, for scale
@@ -104,9 +140,9 @@ async def relay_pairs(
         nonlocal s_cpu, s_tok, c_cpu
         rtt, _ = await result(peer, "ping")
         ping_ms.append(rtt * 1000)
-        c0, cc0 = proc_cpu_s(srv.pid), time.process_time()
-        stream, res = await summarize(peer, p.patient_id, max_tokens)
-        s_cpu += proc_cpu_s(srv.pid) - c0
+        c0, cc0 = proc_cpu_s(via.pid), time.process_time()
+        stream, res = await summarize(peer, p.patient_id, max_tokens, via.mcp)
+        s_cpu += proc_cpu_s(via.pid) - c0
         c_cpu += time.process_time() - cc0
         problems.extend(check_stream(stream, res))
         gen_times = [t for t, ix in zip(stream.times, stream.indexes, strict=True) if ix]
@@ -148,7 +184,6 @@ async def relay_pairs(
         else:
             await direct(p)
             await via_server(p)
-    await peer.close()
     rate_row = Row(
         f"{label}_rate",
         "",
@@ -190,36 +225,43 @@ async def relay_pairs(
     return rate_row, ttft_row, info
 
 
-async def run(ctx: Context) -> list[Row]:
-    """The embedded model through the server and directly, at the same moment."""
-    log("streaming relay: embedded model")
-    srv = (await ctx.shared("embedded100")).server
-    chosen = list(ctx.patients.values())[1 : 1 + N_EMBEDDED_PATIENTS]
-    async with worker("embedded", str(prep.data_file(100))) as proc:
+FACE_NAMES = {"ws": "", "http": ", MCP over HTTP", "stdio": ", MCP over stdio"}
+
+
+async def run(ctx: Context, face: str = "ws") -> list[Row]:
+    """The embedded model through the server's `face` and directly, at the same moment."""
+    log(f"streaming relay: embedded model, {face} face")
+    n = N_EMBEDDED_QUICK if ctx.quick else N_EMBEDDED_PATIENTS
+    chosen = list(ctx.patients.values())[1 : 1 + n]
+    label = "embedded" if face == "ws" else f"embedded_{face}"
+    async with (
+        connected(ctx, face) as via,
+        worker("embedded", str(prep.data_file(100))) as proc,
+    ):
         backend = DirectWorker(proc)
         await backend.ready()
         # One untimed summary on each side: the first call evaluates the system prompt.
-        await relay_pairs(srv, backend, chosen[:1], 16, "warm", concurrent=True)
+        await relay_pairs(via, backend, chosen[:1], 16, "warm", concurrent=True)
         rate, ttft, info = await relay_pairs(
-            srv, backend, chosen, EMBEDDED_MAX_TOKENS, "embedded", concurrent=True
+            via, backend, chosen, EMBEDDED_MAX_TOKENS, label, concurrent=True
         )
-    rate.figure = "Relay throughput, embedded SmolLM2"
+    rate.figure = "Relay throughput, embedded SmolLM2" + FACE_NAMES[face]
     rate.target = "≥ 97% of direct"
     rate.compare = "paired-ratio"
     pr = info["paired_rate_ratio"]
     rate.ok = pr["median"] >= 0.97 and not info["problems"]
     rate.note = (
-        f"both sides generate the same {N_EMBEDDED_PATIENTS} summaries at the same moment, "
+        f"both sides generate the same {n} summaries at the same moment, "
         "one model per process and core, so the machine's load falls on both alike; ratio = "
         "median over the summaries of (server ÷ direct) tokens/s "
         f"({info['server_tokens']} tokens a side; single ratios from {pr['min']:.2f} to "
         f"{pr['max']:.2f}, as a summary is only "
-        f"~{info['server_tokens'] / N_EMBEDDED_PATIENTS:.0f} tokens and one descheduled "
+        f"~{info['server_tokens'] / n:.0f} tokens and one descheduled "
         "moment moves it; all tokens ÷ all generating time, server over direct: "
         f"{info['pooled_rate_ratio']:.3f}); every token in order: "
         f"{'yes' if not info['problems'] else info['problems'][:3]}"
     )
-    ttft.figure = "Relay time to first token, embedded"
+    ttft.figure = "Relay time to first token, embedded" + FACE_NAMES[face]
     ttft.target = "< 5 ms extra"
     rate.extra = ttft.extra = info
     relay = info["relay_ttft_ms"]
@@ -247,12 +289,13 @@ async def run_ollama(ctx: Context) -> list[Row]:
     assert served.llm_url is not None
     backend = OllamaBackend(host=served.llm_url)
     chosen = list(ctx.patients.values())[:N_RELAY]
+    peer = await Peer.open(served.server.url)
+    via = Via(peer, served.server.pid, mcp=False)
     try:
-        await relay_pairs(served.server, backend, chosen[:2], OLLAMA_TOKENS, "warm")
-        rate, ttft, info = await relay_pairs(
-            served.server, backend, chosen, OLLAMA_TOKENS, "ollama"
-        )
+        await relay_pairs(via, backend, chosen[:2], OLLAMA_TOKENS, "warm")
+        rate, ttft, info = await relay_pairs(via, backend, chosen, OLLAMA_TOKENS, "ollama")
     finally:
+        await peer.close()
         await backend.aclose()
     s, d = rate.server["median"], rate.direct["median"]  # type: ignore[index]
     wall_us = (1 / s - 1 / d) * 1e6
