@@ -3,6 +3,7 @@ this benchmark's own event loop does not colour what they time.
 
     python -m bench.workers echo              # bare websockets server: prints its port
     python -m bench.workers ping URL          # pings URL, idle then under load
+    python -m bench.workers scrape PORT       # GET /metrics on PORT, idle then under load
     python -m bench.workers embedded DATA     # the embedded model, called in-process
 """
 
@@ -10,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 PING_INTERVAL_S = 0.005
+SCRAPE_INTERVAL_S = 0.02
 
 
 async def echo_worker() -> None:
@@ -58,59 +62,94 @@ async def embedded_worker(data: str) -> None:
         await backend.aclose()
 
 
-async def ping_worker(url: str) -> None:
-    """Pings from a process of its own, so the load generator's own event loop does not
-    inflate the round trips it reports. Prints the idle baseline, then the figures under
-    load once told to stop."""
+async def probe_worker(once: Callable[[], Awaitable[str | None]], interval: float) -> None:
+    """Times `once()` (a round trip; it returns an error text or None) from a process of its
+    own, so the load generator's own event loop does not inflate the round trips it reports.
+    Prints the idle baseline (2 s), then, between "go" and "stop" on stdin, the figures under
+    load with this process's own timer lateness as the control."""
 
-    async def ping_for(ws: ClientConnection, until: Callable[[], bool]) -> dict[str, list]:
+    async def probe_for(until: Callable[[], bool]) -> dict[str, list]:
         rtts: list[float] = []
         at: list[float] = []
         errors: list[str] = []
-        i = 0
         start = time.perf_counter()
         while not until():
-            i += 1
             t0 = time.perf_counter()
-            await ws.send(f'{{"jsonrpc":"2.0","id":{i},"method":"ping"}}')
-            reply = orjson.loads(await ws.recv())
+            error = await once()
             rtts.append((time.perf_counter() - t0) * 1000)
             at.append(t0 - start)
-            if "result" not in reply:
-                errors.append(str(reply))
-            await asyncio.sleep(PING_INTERVAL_S)
+            if error:
+                errors.append(error)
+            await asyncio.sleep(interval)
         return {"rtt_ms": rtts, "at_s": at, "errors": errors}
 
+    end = time.perf_counter() + 2.0
+    idle = await probe_for(lambda: time.perf_counter() > end)
+    print(orjson.dumps(idle).decode(), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)  # "go"
+    stop = asyncio.Event()
+
+    async def wait_stop() -> None:
+        await asyncio.to_thread(sys.stdin.readline)
+        stop.set()
+
+    async def lag_probe() -> list[float]:
+        # The control: how late this process's own timers fire. A round trip that is late
+        # because this process was not scheduled says nothing about the server.
+        lags = []
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            await asyncio.sleep(interval)
+            lags.append((time.perf_counter() - t0 - interval) * 1000)
+        return lags
+
+    waiter = asyncio.create_task(wait_stop())
+    probe = asyncio.create_task(lag_probe())
+    loaded = await probe_for(stop.is_set)
+    await waiter
+    loaded["own_lag_ms"] = await probe
+    print(orjson.dumps(loaded).decode(), flush=True)
+
+
+async def ping_worker(url: str) -> None:
+    """`ping` round trips over the WebSocket, every 5 ms."""
     async with connect(url, compression=None) as ws:
-        end = time.perf_counter() + 2.0
-        idle = await ping_for(ws, lambda: time.perf_counter() > end)
-        print(orjson.dumps(idle).decode(), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # "go"
-        stop = asyncio.Event()
+        ids = itertools.count(1)
 
-        async def wait_stop() -> None:
-            await asyncio.to_thread(sys.stdin.readline)
-            stop.set()
+        async def ping() -> str | None:
+            await ws.send(f'{{"jsonrpc":"2.0","id":{next(ids)},"method":"ping"}}')
+            reply = orjson.loads(await ws.recv())
+            return None if "result" in reply else str(reply)
 
-        async def lag_probe() -> list[float]:
-            # The control: how late this process's own timers fire. A ping that is late
-            # because this process was not scheduled says nothing about the server.
-            lags = []
-            while not stop.is_set():
-                t0 = time.perf_counter()
-                await asyncio.sleep(PING_INTERVAL_S)
-                lags.append((time.perf_counter() - t0 - PING_INTERVAL_S) * 1000)
-            return lags
-
-        waiter = asyncio.create_task(wait_stop())
-        probe = asyncio.create_task(lag_probe())
-        loaded = await ping_for(ws, stop.is_set)
-        await waiter
-        loaded["own_lag_ms"] = await probe
-        print(orjson.dumps(loaded).decode(), flush=True)
+        await probe_worker(ping, PING_INTERVAL_S)
 
 
-WORKERS = {"echo": echo_worker, "ping": ping_worker, "embedded": embedded_worker}
+async def scrape_worker(port: str) -> None:
+    """GET /metrics every 20 ms on one kept-alive connection, as lean as a Prometheus
+    scraper: a request line out; status line, headers and a Content-Length body in."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(port))
+
+    async def scrape() -> str | None:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        body = await reader.readexactly(int(length[1])) if length else b""
+        if not head.startswith(b"HTTP/1.1 200") or b"clinsum_tokens_generated" not in body:
+            return head.decode(errors="replace")[:200]
+        return None
+
+    try:
+        await probe_worker(scrape, SCRAPE_INTERVAL_S)
+    finally:
+        writer.close()
+
+
+WORKERS = {
+    "echo": echo_worker,
+    "ping": ping_worker,
+    "scrape": scrape_worker,
+    "embedded": embedded_worker,
+}
 
 
 def main(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ stdio has no connection to open: a host starts the server, so its figure is spaw
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 
 from bench.harness import (
     RUN_DIR,
@@ -16,6 +17,7 @@ from bench.harness import (
     Row,
     bench_flags,
     log,
+    proc_cpu_s,
     result,
     summary,
     unique_queries,
@@ -72,12 +74,22 @@ async def run_connect(ctx: Context) -> list[Row]:
     for _ in range(5):  # warm both paths
         await ws_session(srv.url)
         await http_session(mcp_url)
+    cpu: dict[str, list[float]] = {"ws": [0.0, 0.0], "http": [0.0, 0.0]}  # client, server
+
+    async def timed_cpu(face: str, session: Awaitable[float]) -> float:
+        c0, s0 = time.process_time(), proc_cpu_s(srv.pid)
+        ms = await session
+        cpu[face][0] += time.process_time() - c0
+        cpu[face][1] += proc_cpu_s(srv.pid) - s0
+        return ms
+
     ws_t: list[float] = []
     http_t: list[float] = []
     for _ in range(N_CONNECT // 20):  # interleaved in blocks: both see the same noise
-        ws_t += [await ws_session(srv.url) for _ in range(20)]
-        http_t += [await http_session(mcp_url) for _ in range(20)]
+        ws_t += [await timed_cpu("ws", ws_session(srv.url)) for _ in range(20)]
+        http_t += [await timed_cpu("http", http_session(mcp_url)) for _ in range(20)]
     stdio_t = [await stdio_session(ctx) for _ in range(N_STDIO)]
+    per = {f: [c / N_CONNECT * 1000 for c in v] for f, v in cpu.items()}  # ms per session
     ws, http = summary(ws_t), summary(http_t)
     return [
         Row(
@@ -99,7 +111,9 @@ async def run_connect(ctx: Context) -> list[Row]:
             "median < 5 ms",
             http["median"] < 5,
             note="a new HTTP client each time: TCP connect, the POST that opens the session, "
-            "`notifications/initialized` (202) and `tools/list`; the closing DELETE not timed",
+            "`notifications/initialized` (202) and `tools/list`; the closing DELETE not timed. "
+            f"CPU per session, this client / the server: HTTP {per['http'][0]:.2f} / "
+            f"{per['http'][1]:.2f} ms, WebSocket {per['ws'][0]:.2f} / {per['ws'][1]:.2f} ms",
         ),
         Row(
             "session_stdio",
@@ -126,9 +140,15 @@ async def run_search(ctx: Context) -> list[Row]:
     queries = unique_queries(2 * n + 20, seed=13)
     warm, fresh = queries[:20], queries[20:]
 
-    async def search(peer: Peer | HttpPeer, q: str) -> float:
+    cpu = {id(ws): [0.0, 0.0], id(http): [0.0, 0.0]}  # this client's, the server's: cached
+
+    async def search(peer: Peer | HttpPeer, q: str, count: bool = False) -> float:
         params = {"name": "search", "arguments": {"query": q, "top_k": 5}}
+        c0, s0 = time.process_time(), proc_cpu_s(srv.pid)
         s, res = await result(peer, "tools/call", params)
+        if count:
+            cpu[id(peer)][0] += time.process_time() - c0
+            cpu[id(peer)][1] += proc_cpu_s(srv.pid) - s0
         assert not res.get("isError"), res
         return s * 1000
 
@@ -148,7 +168,10 @@ async def run_search(ctx: Context) -> list[Row]:
     ws_c, http_c = [], []
     for i, q in enumerate(fresh[: n // 2]):
         for side in (0, 1) if i % 2 else (1, 0):
-            (ws_c if side == 0 else http_c).append(await search(ws if side == 0 else http, q))
+            peer = ws if side == 0 else http
+            (ws_c if side == 0 else http_c).append(await search(peer, q, count=True))
+    per = {p: [c / len(ws_c) * 1000 for c in v] for p, v in cpu.items()}  # ms per search
+    pw, ph = per[id(ws)], per[id(http)]
     await ws.close()
     await http.close()
     h, w = summary(http_t), summary(ws_t)
@@ -177,6 +200,9 @@ async def run_search(ctx: Context) -> list[Row]:
             "median within 2 ms of the WebSocket",
             abs(hc["median"] - wc["median"]) < 2,
             note="the query vector comes from the cache: what is left is ranking, Chroma and "
-            "the face, so the difference is the face's own",
+            "the face, so the difference is the face's and the client's. CPU per search, "
+            f"this client / the server: HTTP {ph[0]:.2f} / {ph[1]:.2f} ms, WebSocket "
+            f"{pw[0]:.2f} / {pw[1]:.2f} ms (the HTTP client is httpx, the WebSocket one "
+            "`websockets`)",
         ),
     ]
