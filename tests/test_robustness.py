@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -46,7 +47,10 @@ from .robust_helpers import (
     OllamaThread,
     fd_census,
     fd_count,
+    http_session,
+    http_vanish_once,
     inprocess,
+    inprocess_http,
     settle,
     thread_count,
     ws_connect,
@@ -1231,3 +1235,81 @@ async def test_restart_serves_same_search_and_summaries(
         assert (await c.call("save_summary", {"summary_id": ids[0]}))["error"]["code"] == -32002
         await c.close()
     assert after == before
+
+
+# ----- the HTTP face (issue #11): vanishing clients, fuzz, kill -9 with every face on ---------
+
+
+async def run_http_vanishing(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report, clients: int
+) -> None:
+    """As `run_vanishing`, over MCP Streamable HTTP: each client opens a session, starts a
+    long summary with progress and drops the stream after two tokens, without a DELETE. The
+    generation must stop at the next token, and the session, its tasks and its connection
+    end with it: no waiting for the SDK's 30-minute idle timeout."""
+    fake.reset(tps=50, n_tokens=100_000)  # no summary can finish before its client is gone
+    t0 = time.monotonic()
+    async with inprocess_http(data_dir, tmp_path / "s.csv", fake.url) as live:
+        await http_vanish_once(live.url, 5)  # warm-up: pools and caches in steady state
+
+        def quiet() -> bool:
+            return (
+                live.face.sessions() == 0
+                and live.face.connections() == 0
+                and not live.app.summarizing
+                and fake.fake.open_streams == 0
+            )
+
+        assert await settle(quiet, 20)
+        await asyncio.sleep(0.3)
+        tasks, fds, threads = len(asyncio.all_tasks()), fd_count(), thread_count()
+        closed, completed = fake.fake.streams_closed_by_client, fake.fake.streams_completed
+        kept = len(live.app.summaries)
+
+        for start in range(0, clients, 10):  # ten at a time
+            await asyncio.gather(
+                *(http_vanish_once(live.url, 1 + i % 100) for i in range(start, start + 10))
+            )
+        stopped_in_time = await settle(
+            lambda: fake.fake.streams_closed_by_client - closed == clients, 10
+        )
+        settled = await settle(quiet, 20)
+        await asyncio.sleep(0.3)  # the last done-callbacks
+        leaked = len(asyncio.all_tasks()) - tasks
+        fd_delta, thread_delta = fd_count() - fds, thread_count() - threads
+        stopped = fake.fake.streams_closed_by_client - closed
+        report.add(
+            "vanishing clients, HTTP",
+            reconnects=clients,
+            leaked_tasks=max(leaked, 0),
+            seconds=time.monotonic() - t0,
+            note=f"{clients} MCP sessions dropped their stream mid-summary, no DELETE; "
+            f"generations stopped {stopped}; sessions after {live.face.sessions()}, "
+            f"connections {live.face.connections()}; open LLM streams after: "
+            f"{fake.fake.open_streams}; fds {fd_delta:+d}, threads {thread_delta:+d}",
+        )
+        assert stopped_in_time and stopped == clients, (stopped, clients)
+        assert settled, (live.face.sessions(), live.face.connections(), live.app.summarizing)
+        assert leaked <= 0, [t for t in asyncio.all_tasks()]
+        assert fake.fake.streams_completed == completed  # no generation ran on unheard
+        assert len(live.app.summaries) == kept  # and nothing of theirs can be saved
+        assert fd_delta <= 2 and thread_delta <= 2, (fd_delta, thread_delta)
+        async with httpx.AsyncClient(timeout=10) as client:  # and the face still serves
+            headers = await http_session(client, live.url)
+            ping = await client.post(
+                live.url, json={"jsonrpc": "2.0", "id": 9, "method": "ping"}, headers=headers
+            )
+            assert ping.status_code == 200 and '"result":{}' in ping.text
+
+
+async def test_http_vanishing_clients_leak_nothing(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_http_vanishing(data_dir, tmp_path, fake, report, 30)
+
+
+@pytest.mark.stress
+async def test_http_vanishing_clients_leak_nothing_full(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_http_vanishing(data_dir, tmp_path, fake, report, 300)
