@@ -41,7 +41,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from clinsum.store import COLUMNS
 
 from .conftest import REPO, ServerProcess
-from .fuzz_frames import Expect, Frame, Fuzzer
+from .fuzz_frames import PARSE as PARSE_ERROR
+from .fuzz_frames import SDK_CODES, Expect, Frame, Fuzzer, HttpCase, HttpFuzzer
 from .robust_helpers import (
     Conn,
     OllamaThread,
@@ -55,6 +56,7 @@ from .robust_helpers import (
     thread_count,
     ws_connect,
 )
+from .rpc import HttpPeer
 
 if TYPE_CHECKING:
     from .stress_report import Report
@@ -1313,3 +1315,140 @@ async def test_http_vanishing_clients_leak_nothing_full(
     data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
 ) -> None:
     await run_http_vanishing(data_dir, tmp_path, fake, report, 300)
+
+
+def http_replies(resp: httpx.Response) -> list[Any]:
+    """The JSON-RPC messages in an answer: a JSON body, or the data of an event stream."""
+    kind = resp.headers.get("content-type", "")
+    if kind.startswith("text/event-stream"):
+        return [json.loads(ln[5:]) for ln in resp.text.splitlines() if ln.startswith("data:")]
+    if kind.startswith("application/json") and resp.content.strip():
+        return [resp.json()]
+    return []
+
+
+def check_http(case: HttpCase, resp: httpx.Response) -> str | None:
+    """Why `resp` is not what `case` allows, or None."""
+    if resp.status_code not in case.statuses:
+        return f"status {resp.status_code}, expected {sorted(case.statuses)}"
+    if "Traceback" in resp.text:
+        return "traceback sent to the client"
+    messages = http_replies(resp)
+    replies = [m for m in messages if isinstance(m, dict) and ("result" in m or "error" in m)]
+    for reply in replies:
+        code = reply["error"].get("code") if "error" in reply else None
+        if code is not None and code not in KNOWN_CODES | SDK_CODES:
+            return f"unknown or internal error code {code}"
+    if case.expect is None:
+        return None
+    if case.expect.codes == {PARSE_ERROR}:  # the SDK answers a parse error with no id
+        return None if [r["error"]["code"] for r in replies] == [PARSE_ERROR] else "not -32700"
+    if len(replies) != 1:
+        return f"{len(replies)} replies"
+    return check_response(replies[0], case.expect)
+
+
+async def http_victim(url: str, stop: asyncio.Event, stats: FuzzStats, problems: list[str]) -> None:
+    """A well-behaved MCP client streaming summaries with progress over HTTP the whole time."""
+    peer = await HttpPeer.open(url, {"Authorization": f"Bearer {TOKEN}"})
+    try:
+        while not stop.is_set():
+            params = {
+                "name": "summarize",
+                "arguments": {"patient_id": 41, "max_tokens": 60},
+                "_meta": {"progressToken": "victim"},
+            }
+            reply = await peer.call("tools/call", params, 60)
+            result = reply.get("result") or {}
+            if "result" not in reply or result.get("isError"):
+                problems.append(f"victim got {reply}")
+                continue
+            progress = [
+                m["params"] for _, m in peer.notes if m["method"] == "notifications/progress"
+            ]
+            if [p["progress"] for p in progress] != list(range(1, len(progress) + 1)):
+                problems.append("victim's progress out of order")
+            if "".join(p["message"] for p in progress) != result["structuredContent"]["summary"]:
+                problems.append("victim's progress does not join to its summary")
+            stats.victim_summaries += 1
+            stats.victim_tokens += len(progress)
+            peer.notes.clear()
+    finally:
+        await peer.close()
+
+
+async def run_http_fuzz(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report, requests: int
+) -> None:
+    """The seeded fuzz over MCP Streamable HTTP: the frames of `Fuzzer` as request bodies,
+    plus broken HTTP (content type, Accept, session, token, method, path, size), each with
+    the status (and, where it means the same as over the WebSocket, the JSON-RPC answer) it
+    is owed; a victim streams summaries all along; afterwards nothing may be left over."""
+    fake.reset(tps=40)
+    t0 = time.monotonic()
+    async with (
+        inprocess_http(data_dir, tmp_path / "s.csv", fake.url, auth_token=TOKEN) as live,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        headers = await http_session(client, live.url, TOKEN)
+        await asyncio.sleep(0.3)
+        fds, threads = fd_count(), thread_count()
+        tasks = len(asyncio.all_tasks())
+        stats, stop, problems = FuzzStats(), asyncio.Event(), []
+        victim_task = asyncio.create_task(http_victim(live.url, stop, stats, problems))
+        fuzzer = HttpFuzzer(2024 + requests, [])
+        statuses: dict[int, int] = {}
+        base = live.url.rsplit("/", 1)[0]
+        for _ in range(requests):
+            case = fuzzer.next()
+            sent = {k: v for k, v in {**headers, **case.headers}.items() if v}
+            try:
+                resp = await client.request(
+                    case.method, base + case.path, content=case.body, headers=sent
+                )
+            except httpx.HTTPError as exc:
+                stats.failures.append(f"[{case.label}] {exc!r}: sent {case.preview()}")
+                continue
+            stats.frames += 1
+            stats.labels[case.label] = stats.labels.get(case.label, 0) + 1
+            statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+            why = check_http(case, resp)
+            if why and len(stats.failures) < 30:
+                stats.failures.append(
+                    f"[{case.label}] {why}: sent {case.preview()} got "
+                    f"{resp.status_code} {resp.text[:300]!r}"
+                )
+        stop.set()
+        await asyncio.wait_for(victim_task, 120)
+        assert (await client.delete(live.url, headers=headers)).status_code == 200
+        quiet = await settle(lambda: live.face.sessions() == 0 and not live.app.summarizing, 10)
+    await asyncio.sleep(0.3)
+    fd_delta, thread_delta = fd_count() - fds, thread_count() - threads
+    leaked = len(asyncio.all_tasks()) - tasks
+    report.add(
+        "fuzz, HTTP",
+        frames=stats.frames,
+        leaked_tasks=max(leaked, 0),
+        seconds=time.monotonic() - t0,
+        note=f"statuses {dict(sorted(statuses.items()))}; victim {stats.victim_summaries} "
+        f"summaries/{stats.victim_tokens} tokens over HTTP; fds {fd_delta:+d}, threads "
+        f"{thread_delta:+d}; mismatches {len(stats.failures)}",
+    )
+    assert not stats.failures, "\n".join(stats.failures)
+    assert not problems, problems
+    assert stats.victim_summaries >= 1
+    assert quiet and leaked <= 0, (live.face.sessions(), leaked)
+    assert fd_delta <= 2 and thread_delta <= 6, (fd_delta, thread_delta)
+
+
+async def test_http_fuzz_server_survives(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_http_fuzz(data_dir, tmp_path, fake, report, 1500)
+
+
+@pytest.mark.stress
+async def test_http_fuzz_server_survives_full(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_http_fuzz(data_dir, tmp_path, fake, report, 15_000)
