@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..app import AppSource, loaded, on_loaded
-from ..config import Config, StartupError
+from ..config import Config, StartupError, check_access
 from ..metrics import CONTENT_TYPE
 from .base import LOOPBACK_NAMES, Policy, RefusalLog
 from .sdk import build_server
@@ -251,6 +251,7 @@ async def running(
         StartupError: the port cannot be bound.
     """
     assert config.http_port is not None
+    check_access(config)
     sock = _listen(config.host, config.http_port)
     port = sock.getsockname()[1]
     policy.allow_page(port)
