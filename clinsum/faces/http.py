@@ -196,7 +196,11 @@ def build_asgi(
     manager: StreamableHTTPSessionManager,
     ws_port: int | None,
 ) -> ASGIApp:
-    """The HTTP face's whole ASGI app: every route in one list, behind `_Guard`."""
+    """The HTTP face's whole ASGI app: every route in one list, behind `_Guard`.
+
+    `ws_port` is the WebSocket face's port, which the page connects to; None with `--stdio`
+    (no WebSocket face, so no page either).
+    """
 
     async def healthz(request: Request) -> Response:
         app = loaded(source)
@@ -221,7 +225,7 @@ def build_asgi(
         Route("/mcp", _McpEndpoint(manager)),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        # web13: routes += clinsum.web.routes(ws_port, policy.needs_token)  (/, /static/, ...)
+        # web13, the page: routes += clinsum.web.routes(ws_port, policy.needs_token)
     ]
     return _Guard(Starlette(routes=routes), policy, content_security_policy(ws_port))
 
