@@ -34,7 +34,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..app import AppSource, loaded, on_loaded
-from ..config import Config, StartupError
+from ..config import Config, StartupError, check_access
 from ..metrics import CONTENT_TYPE
 from .base import LOOPBACK_NAMES, Policy, RefusalLog
 from .sdk import build_server
@@ -196,7 +196,11 @@ def build_asgi(
     manager: StreamableHTTPSessionManager,
     ws_port: int | None,
 ) -> ASGIApp:
-    """The HTTP face's whole ASGI app: every route in one list, behind `_Guard`."""
+    """The HTTP face's whole ASGI app: every route in one list, behind `_Guard`.
+
+    `ws_port` is the WebSocket face's port, which the page connects to; None with `--stdio`
+    (no WebSocket face, so no page either).
+    """
 
     async def healthz(request: Request) -> Response:
         app = loaded(source)
@@ -221,7 +225,7 @@ def build_asgi(
         Route("/mcp", _McpEndpoint(manager)),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        # web13: routes += clinsum.web.routes(ws_port, policy.needs_token)  (/, /static/, ...)
+        # web13, the page: routes += clinsum.web.routes(ws_port, policy.needs_token)
     ]
     return _Guard(Starlette(routes=routes), policy, content_security_policy(ws_port))
 
@@ -255,6 +259,7 @@ async def running(
         StartupError: the port cannot be bound.
     """
     assert config.http_port is not None
+    check_access(config)
     sock = _listen(config.host, config.http_port)
     port = sock.getsockname()[1]
     policy.allow_page(port)
