@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..app import AppSource, loaded, on_loaded
 from ..config import Config, StartupError, check_access
+from ..jsonrpc import INVALID_REQUEST, PARSE_ERROR, RPCError, error_reply, parse
 from ..metrics import CONTENT_TYPE
 from .base import LOOPBACK_NAMES, Policy, RefusalLog
 from .sdk import build_server
@@ -45,6 +46,9 @@ log = logging.getLogger("HTTP")
 # a supervisor polls. Everything else (/mcp, /metrics, any data route) needs the policy.
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/config.json", "/healthz"})
 PUBLIC_PREFIX = "/static/"
+# The SDK parses a body again with stdlib json, whose recursion fails near 1,000 levels; no
+# MCP message needs a tenth of this.
+MAX_DEPTH = 256
 SHUTDOWN_GRACE_S = 1  # uvicorn's wait for open responses once the sessions are closed
 
 
@@ -154,14 +158,74 @@ class _Guard:
         await self.app(scope, receive, send_with_csp)
 
 
-class _McpEndpoint:
-    """/mcp as a plain ASGI app, so Starlette hands the SDK the raw request."""
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether JSON `value` nests lists and objects more than `limit` deep (no recursion)."""
+    level = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return any(isinstance(item, dict | list) for item in level)
 
-    def __init__(self, manager: StreamableHTTPSessionManager) -> None:
+
+class _McpEndpoint:
+    """/mcp as a plain ASGI app, so Starlette hands the SDK the raw request.
+
+    A POST's body is read and parsed here first, by the parser every face uses
+    (`jsonrpc.parse`, orjson): the SDK's own (stdlib json) takes NaN, Infinity and lone
+    surrogates, and answers 500 to invalid UTF-8 and to nesting deeper than Python's
+    recursion limit. Those get 400 with -32700 here, as the WebSocket answers them -32700
+    (there the limit is orjson's 1024 levels, here `MAX_DEPTH`); a body over `max_bytes`
+    gets 413. The SDK then reads the same bytes, and every later `receive` (a disconnect)
+    goes to the client's.
+    """
+
+    def __init__(self, manager: StreamableHTTPSessionManager, max_bytes: int) -> None:
         self.manager = manager
+        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.manager.handle_request(scope, receive, send)
+        if scope["method"] != "POST":
+            await self.manager.handle_request(scope, receive, send)
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                too_big = RPCError(
+                    INVALID_REQUEST,
+                    f"Payload Too Large: the body is over --max-message-bytes ({self.max_bytes})",
+                )
+                await JSONResponse(error_reply(None, too_big), 413)(scope, receive, send)
+                return
+        message, parse_error = parse(bytes(body))
+        if parse_error is None and _deeper_than(message, MAX_DEPTH):
+            parse_error = error_reply(
+                None, RPCError(PARSE_ERROR, f"Parse error: nested deeper than {MAX_DEPTH} levels")
+            )
+        if parse_error is not None:
+            await JSONResponse(parse_error, 400)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.manager.handle_request(scope, replay, send)
 
 
 class _Server(uvicorn.Server):
@@ -222,7 +286,7 @@ def build_asgi(
         return Response(app.metrics.exposition(), media_type=CONTENT_TYPE)
 
     routes: list[BaseRoute] = [
-        Route("/mcp", _McpEndpoint(manager)),
+        Route("/mcp", _McpEndpoint(manager, manager.max_request_body_size)),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         # web13, the page: routes += clinsum.web.routes(ws_port, policy.needs_token)
