@@ -1452,3 +1452,147 @@ async def test_http_fuzz_server_survives_full(
     data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
 ) -> None:
     await run_http_fuzz(data_dir, tmp_path, fake, report, 15_000)
+
+
+async def http_saver(url: str, patients: list[int], tracker: Tracker, stop: asyncio.Event) -> None:
+    """`saver` over MCP Streamable HTTP: summarize and save through `tools/call` until `stop`
+    or the server is gone."""
+    try:
+        peer = await HttpPeer.open(url, {"Authorization": f"Bearer {TOKEN}"})
+    except (OSError, ConnectionError, httpx.HTTPError):
+        return
+    try:
+        for i in itertools.count():
+            if stop.is_set():
+                break
+            patient = patients[i % len(patients)]
+            seq = tracker.issue(patient)
+            args = {"patient_id": patient, "max_tokens": 1 + seq % 40}
+            reply = await peer.call("tools/call", {"name": "summarize", "arguments": args}, 30)
+            made = reply.get("result") or {}
+            if made.get("isError") is not False:
+                tracker.errors.append(reply)
+                continue
+            tracker.texts.setdefault(patient, {})[seq] = made["structuredContent"]["summary"]
+            save = {"summary_id": made["structuredContent"]["summary_id"], "force": True}
+            tracker.saving[url] = tracker.saving.get(url, 0) + 1
+            try:
+                saved = await peer.call("tools/call", {"name": "save_summary", "arguments": save})
+            finally:
+                tracker.saving[url] -= 1
+            if (saved.get("result") or {}).get("isError") is False:
+                tracker.ack(patient, seq)
+            else:
+                tracker.errors.append(saved)
+    except (ConnectionError, OSError, TimeoutError, httpx.HTTPError):
+        pass  # the server was killed under us
+    finally:
+        with suppress(Exception):
+            await peer.close()
+
+
+def all_faces_server(data: Path, summaries: Path, ollama_url: str) -> ServerProcess:
+    """A pool-style server (token, debug log) with the WebSocket and HTTP faces both on."""
+    from .conftest import free_port
+
+    return ServerProcess(
+        [
+            *("--backend", "ollama", "--ollama-host", ollama_url),
+            *("--data", str(data), "--summaries", str(summaries), "--http-port", str(free_port())),
+            *("--llm-timeout", "5", "--max-inflight", "8", "--log-level", "debug"),
+        ],
+        env={"MCP_AUTH_TOKEN": TOKEN},
+    )
+
+
+async def run_all_faces_kills(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report, kills: int
+) -> None:
+    """The kill -9 save loop on a server with every network face on: two clients save over
+    the WebSocket and two over MCP Streamable HTTP, into one tracker; the server gets SIGKILL
+    at random moments (mostly with a save in flight), and each time the file must parse and
+    hold every acknowledged save, and the restarted server must list them over HTTP too."""
+    fake.reset(tps=0)
+    rng = random.Random(9090 + kills)
+    data, summaries = data_dir / "patient_data.csv", tmp_path / "patient_summaries.csv"
+    tracker, problems = Tracker(), []
+    own = itertools.count(81)
+    ws_patients = [[next(own) for _ in range(3)] for _ in range(2)]
+    http_patients = [[next(own) for _ in range(3)] for _ in range(2)]
+    done = mid_save = 0
+    t0 = time.monotonic()
+    server = all_faces_server(data, summaries, fake.url)
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        while True:
+            assert server.http_url is not None
+            mcp_url = server.http_url + "/mcp"
+            stop = asyncio.Event()
+            clients = [
+                asyncio.create_task(saver(server.url, ps, tracker, stop)) for ps in ws_patients
+            ]
+            clients += [
+                asyncio.create_task(http_saver(mcp_url, ps, tracker, stop)) for ps in http_patients
+            ]
+            if done == kills:  # the last round: nothing is killed, only checked
+                break
+            before = tracker.n_acked
+            await settle(lambda before=before: tracker.n_acked > before + 4, 30)
+            await asyncio.sleep(rng.uniform(0.0, 0.4))
+            if rng.random() < 0.7:  # aim at a save on its way through either face
+                busy = (server.url, mcp_url)
+                await settle(lambda b=busy: any(tracker.saving.get(u, 0) for u in b), 5, step=0.001)
+            mid_save += any(tracker.saving.get(u, 0) for u in (server.url, mcp_url))
+            assert server.proc.poll() is None, server.log[-2000:]
+            server.proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(server.proc.wait, 10)
+            done += 1
+            await asyncio.wait(clients, timeout=30)
+            acked = dict(tracker.acked)
+            problems += [f"kill {done}: {p}" for p in tracker.check(read_rows(summaries), acked)]
+            server = all_faces_server(data, summaries, fake.url)
+            await asyncio.to_thread(server.wait_ready)
+            assert server.http_url is not None
+            peer = await HttpPeer.open(
+                server.http_url + "/mcp", {"Authorization": f"Bearer {TOKEN}"}
+            )
+            listed = await peer.result("tools/call", {"name": "list_summaries", "arguments": {}})
+            await peer.close()
+            rows = listed["structuredContent"]["summaries"]
+            problems += [f"restart {done}, over HTTP: {p}" for p in tracker.check(rows, acked)]
+        await settle(lambda: tracker.n_acked > 0, 10)
+        stop.set()
+        await asyncio.gather(*clients)
+    finally:
+        server.stop()
+    rows = read_rows(summaries)
+    problems += [f"final: {p}" for p in tracker.check(rows, dict(tracker.acked))]
+    ids = [r["patient_id"] for r in rows]
+    report.add(
+        "kill -9 mid-save, every face on",
+        kills=done,
+        acked=tracker.n_acked,
+        lost=sum("lost" in p for p in problems),
+        duplicated=len(ids) - len(set(ids)),
+        seconds=time.monotonic() - t0,
+        note=f"one server with the WebSocket and HTTP faces, 2 clients on each; {mid_save} "
+        "kills with a save in flight; each restart lists every acknowledged save over HTTP",
+    )
+    assert not problems, problems[:10]
+    assert not tracker.errors, tracker.errors[:5]
+    assert done == kills and tracker.n_acked > kills
+    everyone = {p for ps in ws_patients + http_patients for p in ps}
+    assert everyone <= set(tracker.acked), everyone - set(tracker.acked)  # both faces saved
+
+
+async def test_kill_9_all_faces_mid_save(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_all_faces_kills(data_dir, tmp_path, fake, report, 3)
+
+
+@pytest.mark.stress
+async def test_kill_9_all_faces_mid_save_full(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_all_faces_kills(data_dir, tmp_path, fake, report, 30)
