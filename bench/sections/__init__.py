@@ -20,6 +20,7 @@ FACES = ("faces100",)  # the embedded model with the WebSocket and HTTP faces on
 
 
 def relay_on(face: str) -> functools.partial:
+    """The relay section through `face` ("ws", "http" or "stdio")."""
     return functools.partial(relay.run, face=face)
 
 
