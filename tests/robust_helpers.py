@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from clinsum.config import Config
@@ -122,21 +123,8 @@ async def inprocess(
 ) -> AsyncIterator[Live]:
     """`clinsum.faces.ws.running` on a free loopback port, with the Ollama backend at
     `ollama_url` (or `backend`, if given) and the index shared by every in-process test."""
-    from clinsum.backends.ollama import OllamaBackend
-    from clinsum.store import SummaryStore
-    from clinsum.tools import App
-
     data = data_dir / "patient_data.csv"
-    patients, index = await asyncio.to_thread(patients_and_index, str(data))
-    store = SummaryStore(summaries)
-    store.ensure_exists()
-    app = App(
-        patients,
-        index,
-        backend or OllamaBackend(ollama_url, "phi", timeout=llm_timeout),
-        store,
-        max_inflight=max_inflight,
-    )
+    app = await make_app(data, summaries, ollama_url, llm_timeout, max_inflight, backend)
     cfg = Config(port=0, data=data, summaries=summaries, max_inflight=max_inflight, **config)
     original = ws_face.Transport
     ws_face.Transport = RecordingTransport  # type: ignore[misc]
@@ -147,6 +135,112 @@ async def inprocess(
             yield Live(f"ws://{host}:{port}", server, app, transport)
     finally:
         ws_face.Transport = original  # type: ignore[misc]
+        await app.backend.aclose()  # the face closes only a backend it built itself
+
+
+async def make_app(
+    data: Path,
+    summaries: Path,
+    ollama_url: str,
+    llm_timeout: float,
+    max_inflight: int,
+    backend: Any = None,
+) -> Any:
+    """An `App` over the shared index, `backend` (default: the Ollama backend at
+    `ollama_url`) and a fresh store."""
+    from clinsum.backends.ollama import OllamaBackend
+    from clinsum.store import SummaryStore
+    from clinsum.tools import App
+
+    patients, index = await asyncio.to_thread(patients_and_index, str(data))
+    store = SummaryStore(summaries)
+    store.ensure_exists()
+    backend = backend or OllamaBackend(ollama_url, "phi", timeout=llm_timeout)
+    return App(patients, index, backend, store, max_inflight=max_inflight)
+
+
+@dataclass
+class LiveHttp:
+    """An in-process HTTP face: its MCP endpoint and the objects a test may inspect."""
+
+    url: str  # http://127.0.0.1:PORT/mcp
+    face: Any  # clinsum.faces.http.HttpFace: connections(), sessions()
+    app: Any  # clinsum.tools.App
+
+
+@asynccontextmanager
+async def inprocess_http(
+    data_dir: Path,
+    summaries: Path,
+    ollama_url: str,
+    *,
+    llm_timeout: float = 10,
+    max_inflight: int = 4,
+    **config: Any,
+) -> AsyncIterator[LiveHttp]:
+    """`clinsum.faces.http.running` on a free loopback port, like `inprocess`."""
+    from clinsum.faces import http as http_face
+
+    data = data_dir / "patient_data.csv"
+    app = await make_app(data, summaries, ollama_url, llm_timeout, max_inflight)
+    cfg = Config(
+        port=0, http_port=0, data=data, summaries=summaries, max_inflight=max_inflight, **config
+    )
+    try:
+        async with http_face.running(cfg, app, cfg.policy(), None) as face:
+            yield LiveHttp(face.url + "/mcp", face, app)
+    finally:
+        await app.backend.aclose()
+
+
+MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "robustness", "version": "0"},
+    },
+}
+
+
+async def http_session(client: httpx.AsyncClient, url: str, token: str | None = None) -> dict:
+    """Open an MCP session on `url` with `client`: the headers every later request sends."""
+    headers = dict(MCP_HEADERS)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    reply = await client.post(url, json=INITIALIZE, headers=headers)
+    assert reply.status_code == 200, (reply.status_code, reply.text)
+    headers["Mcp-Session-Id"] = reply.headers["mcp-session-id"]
+    headers["MCP-Protocol-Version"] = "2025-06-18"
+    note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert (await client.post(url, json=note, headers=headers)).status_code == 202
+    return headers
+
+
+async def http_vanish_once(url: str, patient_id: int, token: str | None = None) -> None:
+    """Open a session, start a long summary with progress, read two progress events, then
+    drop the response stream and the connection: no DELETE, the client is just gone."""
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {
+            "name": "summarize",
+            "arguments": {"patient_id": patient_id, "max_tokens": 1024},
+            "_meta": {"progressToken": 1},
+        },
+    }
+    async with httpx.AsyncClient(timeout=30) as client:
+        headers = await http_session(client, url, token)
+        seen = 0
+        async with client.stream("POST", url, json=call, headers=headers) as stream:
+            async for line in stream.aiter_lines():
+                seen += line.startswith("data:") and "notifications/progress" in line
+                if seen == 2:
+                    break  # leaving the block closes the unfinished response's connection
 
 
 async def ws_connect(

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from clinsum import server
+from clinsum.config import Config
+from clinsum.faces.ws import running
 from clinsum.legacy import data, text
 from clinsum.legacy.protocol import ALIASES, FrameEvents
 from clinsum.search import PatientIndex
@@ -210,8 +211,8 @@ async def live(
     store.ensure_exists()
     patients, index = patients_and_index
     app = App(patients, index, ScriptedBackend(), store)
-    config = server.Config(port=0, data=original_folder / "patients_data.csv", summaries=summaries)
-    async with server.running(config, app) as (srv, _):
+    config = Config(port=0, data=original_folder / "patients_data.csv", summaries=summaries)
+    async with running(config, app) as (srv, _):
         port = next(iter(srv.sockets)).getsockname()[1]
         yield f"ws://127.0.0.1:{port}", summaries
 

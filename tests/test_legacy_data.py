@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from clinsum import server
+from clinsum.config import parse_args
 from clinsum.legacy import data
 from clinsum.prompt import build_messages, prefill
 from clinsum.records import RecordError, load_patients
@@ -221,14 +221,14 @@ def test_bad_json_record_names_its_place_in_the_list(tmp_path: Path) -> None:
 
 def test_default_file_falls_back_to_the_originals(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert server.parse_args([]).data == Path("patient_data.csv")
+    assert parse_args([]).data == Path("patient_data.csv")
     shutil.copy(ORIGINAL / "patients_data.csv", tmp_path)
-    config = server.parse_args([])
+    config = parse_args([])
     assert config.data == Path("patients_data.csv")
     assert "using the original tool's patients_data.csv" in config.data_note
-    assert server.parse_args(["--data", "x.csv"]).data == Path("x.csv")
+    assert parse_args(["--data", "x.csv"]).data == Path("x.csv")
     (tmp_path / "patient_data.csv").write_text("")
-    assert server.parse_args([]).data == Path("patient_data.csv")
+    assert parse_args([]).data == Path("patient_data.csv")
 
 
 def test_min_risk_is_on_the_datas_scale() -> None:

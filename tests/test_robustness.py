@@ -34,23 +34,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from clinsum.store import COLUMNS
 
 from .conftest import REPO, ServerProcess
-from .fuzz_frames import Expect, Frame, Fuzzer
+from .fuzz_frames import PARSE as PARSE_ERROR
+from .fuzz_frames import SDK_CODES, Expect, Frame, Fuzzer, HttpCase, HttpFuzzer
 from .robust_helpers import (
     Conn,
     OllamaThread,
     fd_census,
     fd_count,
+    http_session,
+    http_vanish_once,
     inprocess,
+    inprocess_http,
     settle,
     thread_count,
     ws_connect,
 )
+from .rpc import HttpPeer
 
 if TYPE_CHECKING:
     from .stress_report import Report
@@ -1238,3 +1244,362 @@ async def test_restart_serves_same_search_and_summaries(
         assert (await c.call("save_summary", {"summary_id": ids[0]}))["error"]["code"] == -32002
         await c.close()
     assert after == before
+
+
+# ----- the HTTP face (issue #11): vanishing clients, fuzz, kill -9 with every face on ---------
+
+
+async def run_http_vanishing(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report, clients: int
+) -> None:
+    """As `run_vanishing`, over MCP Streamable HTTP: each client opens a session, starts a
+    long summary with progress and drops the stream after two tokens, without a DELETE. The
+    generation must stop at the next token, and the session, its tasks and its connection
+    end with it: no waiting for the SDK's 30-minute idle timeout."""
+    fake.reset(tps=50, n_tokens=100_000)  # no summary can finish before its client is gone
+    t0 = time.monotonic()
+    async with inprocess_http(data_dir, tmp_path / "s.csv", fake.url) as live:
+        await http_vanish_once(live.url, 5)  # warm-up: pools and caches in steady state
+
+        def quiet() -> bool:
+            return (
+                live.face.sessions() == 0
+                and live.face.connections() == 0
+                and not live.app.summarizing
+                and fake.fake.open_streams == 0
+            )
+
+        assert await settle(quiet, 20)
+        await asyncio.sleep(0.3)
+        tasks, fds, threads = len(asyncio.all_tasks()), fd_count(), thread_count()
+        closed, completed = fake.fake.streams_closed_by_client, fake.fake.streams_completed
+        kept = len(live.app.summaries)
+
+        for start in range(0, clients, 10):  # ten at a time
+            await asyncio.gather(
+                *(http_vanish_once(live.url, 1 + i % 100) for i in range(start, start + 10))
+            )
+        stopped_in_time = await settle(
+            lambda: fake.fake.streams_closed_by_client - closed == clients, 10
+        )
+        settled = await settle(quiet, 20)
+        await asyncio.sleep(0.3)  # the last done-callbacks
+        leaked = len(asyncio.all_tasks()) - tasks
+        fd_delta, thread_delta = fd_count() - fds, thread_count() - threads
+        stopped = fake.fake.streams_closed_by_client - closed
+        report.add(
+            "vanishing clients, HTTP",
+            reconnects=clients,
+            leaked_tasks=max(leaked, 0),
+            seconds=time.monotonic() - t0,
+            note=f"{clients} MCP sessions dropped their stream mid-summary, no DELETE; "
+            f"generations stopped {stopped}; sessions after {live.face.sessions()}, "
+            f"connections {live.face.connections()}; open LLM streams after: "
+            f"{fake.fake.open_streams}; fds {fd_delta:+d}, threads {thread_delta:+d}",
+        )
+        assert stopped_in_time and stopped == clients, (stopped, clients)
+        assert settled, (live.face.sessions(), live.face.connections(), live.app.summarizing)
+        assert leaked <= 0, [t for t in asyncio.all_tasks()]
+        assert fake.fake.streams_completed == completed  # no generation ran on unheard
+        assert len(live.app.summaries) == kept  # and nothing of theirs can be saved
+        assert fd_delta <= 2 and thread_delta <= 2, (fd_delta, thread_delta)
+        async with httpx.AsyncClient(timeout=10) as client:  # and the face still serves
+            headers = await http_session(client, live.url)
+            ping = await client.post(
+                live.url, json={"jsonrpc": "2.0", "id": 9, "method": "ping"}, headers=headers
+            )
+            assert ping.status_code == 200 and '"result":{}' in ping.text
+
+
+async def test_http_vanishing_clients_leak_nothing(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_http_vanishing(data_dir, tmp_path, fake, report, 30)
+
+
+@pytest.mark.stress
+async def test_http_vanishing_clients_leak_nothing_full(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_http_vanishing(data_dir, tmp_path, fake, report, 300)
+
+
+def http_replies(resp: httpx.Response) -> list[Any]:
+    """The JSON-RPC messages in an answer: a JSON body, or the data of an event stream."""
+    kind = resp.headers.get("content-type", "")
+    if kind.startswith("text/event-stream"):
+        return [json.loads(ln[5:]) for ln in resp.text.splitlines() if ln.startswith("data:")]
+    if kind.startswith("application/json") and resp.content.strip():
+        return [resp.json()]
+    return []
+
+
+def check_http(case: HttpCase, resp: httpx.Response) -> str | None:
+    """Why `resp` is not what `case` allows, or None."""
+    if resp.status_code not in case.statuses:
+        return f"status {resp.status_code}, expected {sorted(case.statuses)}"
+    if "Traceback" in resp.text:
+        return "traceback sent to the client"
+    messages = http_replies(resp)
+    replies = [m for m in messages if isinstance(m, dict) and ("result" in m or "error" in m)]
+    for reply in replies:
+        code = reply["error"].get("code") if "error" in reply else None
+        if code is not None and code not in KNOWN_CODES | SDK_CODES:
+            return f"unknown or internal error code {code}"
+    if case.expect is None:
+        return None
+    if case.expect.codes == {PARSE_ERROR}:  # the SDK answers a parse error with no id
+        return None if [r["error"]["code"] for r in replies] == [PARSE_ERROR] else "not -32700"
+    if len(replies) != 1:
+        return f"{len(replies)} replies"
+    return check_response(replies[0], case.expect)
+
+
+async def http_victim(url: str, stop: asyncio.Event, stats: FuzzStats, problems: list[str]) -> None:
+    """A well-behaved MCP client streaming summaries with progress over HTTP the whole time."""
+    peer = await HttpPeer.open(url, {"Authorization": f"Bearer {TOKEN}"})
+    try:
+        while not stop.is_set():
+            params = {
+                "name": "summarize",
+                "arguments": {"patient_id": 41, "max_tokens": 60},
+                "_meta": {"progressToken": "victim"},
+            }
+            reply = await peer.call("tools/call", params, 60)
+            result = reply.get("result") or {}
+            if "result" not in reply or result.get("isError"):
+                problems.append(f"victim got {reply}")
+                continue
+            progress = [
+                m["params"] for _, m in peer.notes if m["method"] == "notifications/progress"
+            ]
+            if [p["progress"] for p in progress] != list(range(1, len(progress) + 1)):
+                problems.append("victim's progress out of order")
+            if "".join(p["message"] for p in progress) != result["structuredContent"]["summary"]:
+                problems.append("victim's progress does not join to its summary")
+            stats.victim_summaries += 1
+            stats.victim_tokens += len(progress)
+            peer.notes.clear()
+    finally:
+        await peer.close()
+
+
+async def run_http_fuzz(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report, requests: int
+) -> None:
+    """The seeded fuzz over MCP Streamable HTTP: the frames of `Fuzzer` as request bodies,
+    plus broken HTTP (content type, Accept, session, token, method, path, size), each with
+    the status (and, where it means the same as over the WebSocket, the JSON-RPC answer) it
+    is owed; a victim streams summaries all along; afterwards nothing may be left over."""
+    fake.reset(tps=40)
+    t0 = time.monotonic()
+    async with (
+        inprocess_http(data_dir, tmp_path / "s.csv", fake.url, auth_token=TOKEN) as live,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        headers = await http_session(client, live.url, TOKEN)
+        await asyncio.sleep(0.3)
+        fds, threads = fd_count(), thread_count()
+        tasks = len(asyncio.all_tasks())
+        stats, stop, problems = FuzzStats(), asyncio.Event(), []
+        victim_task = asyncio.create_task(http_victim(live.url, stop, stats, problems))
+        fuzzer = HttpFuzzer(2024 + requests, [])
+        statuses: dict[int, int] = {}
+        base = live.url.rsplit("/", 1)[0]
+        for _ in range(requests):
+            case = fuzzer.next()
+            sent = {k: v for k, v in {**headers, **case.headers}.items() if v}
+            try:
+                resp = await client.request(
+                    case.method, base + case.path, content=case.body, headers=sent
+                )
+            except httpx.HTTPError as exc:
+                stats.failures.append(f"[{case.label}] {exc!r}: sent {case.preview()}")
+                continue
+            stats.frames += 1
+            stats.labels[case.label] = stats.labels.get(case.label, 0) + 1
+            statuses[resp.status_code] = statuses.get(resp.status_code, 0) + 1
+            why = check_http(case, resp)
+            if why and len(stats.failures) < 30:
+                stats.failures.append(
+                    f"[{case.label}] {why}: sent {case.preview()} got "
+                    f"{resp.status_code} {resp.text[:300]!r}"
+                )
+        stop.set()
+        await asyncio.wait_for(victim_task, 120)
+        assert (await client.delete(live.url, headers=headers)).status_code == 200
+        quiet = await settle(lambda: live.face.sessions() == 0 and not live.app.summarizing, 10)
+    await asyncio.sleep(0.3)
+    fd_delta, thread_delta = fd_count() - fds, thread_count() - threads
+    leaked = len(asyncio.all_tasks()) - tasks
+    report.add(
+        "fuzz, HTTP",
+        frames=stats.frames,
+        leaked_tasks=max(leaked, 0),
+        seconds=time.monotonic() - t0,
+        note=f"statuses {dict(sorted(statuses.items()))}; victim {stats.victim_summaries} "
+        f"summaries/{stats.victim_tokens} tokens over HTTP; fds {fd_delta:+d}, threads "
+        f"{thread_delta:+d}; mismatches {len(stats.failures)}",
+    )
+    assert not stats.failures, "\n".join(stats.failures)
+    assert not problems, problems
+    assert stats.victim_summaries >= 1
+    assert quiet and leaked <= 0, (live.face.sessions(), leaked)
+    assert fd_delta <= 2 and thread_delta <= 6, (fd_delta, thread_delta)
+
+
+async def test_http_fuzz_server_survives(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_http_fuzz(data_dir, tmp_path, fake, report, 1500)
+
+
+@pytest.mark.stress
+async def test_http_fuzz_server_survives_full(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_http_fuzz(data_dir, tmp_path, fake, report, 15_000)
+
+
+async def http_saver(url: str, patients: list[int], tracker: Tracker, stop: asyncio.Event) -> None:
+    """`saver` over MCP Streamable HTTP: summarize and save through `tools/call` until `stop`
+    or the server is gone."""
+    try:
+        peer = await HttpPeer.open(url, {"Authorization": f"Bearer {TOKEN}"})
+    except (OSError, ConnectionError, httpx.HTTPError):
+        return
+    try:
+        for i in itertools.count():
+            if stop.is_set():
+                break
+            patient = patients[i % len(patients)]
+            seq = tracker.issue(patient)
+            args = {"patient_id": patient, "max_tokens": 1 + seq % 40}
+            reply = await peer.call("tools/call", {"name": "summarize", "arguments": args}, 30)
+            made = reply.get("result") or {}
+            if made.get("isError") is not False:
+                tracker.errors.append(reply)
+                continue
+            tracker.texts.setdefault(patient, {})[seq] = made["structuredContent"]["summary"]
+            save = {"summary_id": made["structuredContent"]["summary_id"], "force": True}
+            tracker.saving[url] = tracker.saving.get(url, 0) + 1
+            try:
+                saved = await peer.call("tools/call", {"name": "save_summary", "arguments": save})
+            finally:
+                tracker.saving[url] -= 1
+            if (saved.get("result") or {}).get("isError") is False:
+                tracker.ack(patient, seq)
+            else:
+                tracker.errors.append(saved)
+    except (ConnectionError, OSError, TimeoutError, httpx.HTTPError):
+        pass  # the server was killed under us
+    finally:
+        with suppress(Exception):
+            await peer.close()
+
+
+def all_faces_server(data: Path, summaries: Path, ollama_url: str) -> ServerProcess:
+    """A pool-style server (token, debug log) with the WebSocket and HTTP faces both on."""
+    from .conftest import free_port
+
+    return ServerProcess(
+        [
+            *("--backend", "ollama", "--ollama-host", ollama_url),
+            *("--data", str(data), "--summaries", str(summaries), "--http-port", str(free_port())),
+            *("--llm-timeout", "5", "--max-inflight", "8", "--log-level", "debug"),
+        ],
+        env={"MCP_AUTH_TOKEN": TOKEN},
+    )
+
+
+async def run_all_faces_kills(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report, kills: int
+) -> None:
+    """The kill -9 save loop on a server with every network face on: two clients save over
+    the WebSocket and two over MCP Streamable HTTP, into one tracker; the server gets SIGKILL
+    at random moments (mostly with a save in flight), and each time the file must parse and
+    hold every acknowledged save, and the restarted server must list them over HTTP too."""
+    fake.reset(tps=0)
+    rng = random.Random(9090 + kills)
+    data, summaries = data_dir / "patient_data.csv", tmp_path / "patient_summaries.csv"
+    tracker, problems = Tracker(), []
+    own = itertools.count(81)
+    ws_patients = [[next(own) for _ in range(3)] for _ in range(2)]
+    http_patients = [[next(own) for _ in range(3)] for _ in range(2)]
+    done = mid_save = 0
+    t0 = time.monotonic()
+    server = all_faces_server(data, summaries, fake.url)
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        while True:
+            assert server.http_url is not None
+            mcp_url = server.http_url + "/mcp"
+            stop = asyncio.Event()
+            clients = [
+                asyncio.create_task(saver(server.url, ps, tracker, stop)) for ps in ws_patients
+            ]
+            clients += [
+                asyncio.create_task(http_saver(mcp_url, ps, tracker, stop)) for ps in http_patients
+            ]
+            if done == kills:  # the last round: nothing is killed, only checked
+                break
+            before = tracker.n_acked
+            await settle(lambda before=before: tracker.n_acked > before + 4, 30)
+            await asyncio.sleep(rng.uniform(0.0, 0.4))
+            if rng.random() < 0.7:  # aim at a save on its way through either face
+                busy = (server.url, mcp_url)
+                await settle(lambda b=busy: any(tracker.saving.get(u, 0) for u in b), 5, step=0.001)
+            mid_save += any(tracker.saving.get(u, 0) for u in (server.url, mcp_url))
+            assert server.proc.poll() is None, server.log[-2000:]
+            server.proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(server.proc.wait, 10)
+            done += 1
+            await asyncio.wait(clients, timeout=30)
+            acked = dict(tracker.acked)
+            problems += [f"kill {done}: {p}" for p in tracker.check(read_rows(summaries), acked)]
+            server = all_faces_server(data, summaries, fake.url)
+            await asyncio.to_thread(server.wait_ready)
+            assert server.http_url is not None
+            peer = await HttpPeer.open(
+                server.http_url + "/mcp", {"Authorization": f"Bearer {TOKEN}"}
+            )
+            listed = await peer.result("tools/call", {"name": "list_summaries", "arguments": {}})
+            await peer.close()
+            rows = listed["structuredContent"]["summaries"]
+            problems += [f"restart {done}, over HTTP: {p}" for p in tracker.check(rows, acked)]
+        await settle(lambda: tracker.n_acked > 0, 10)
+        stop.set()
+        await asyncio.gather(*clients)
+    finally:
+        server.stop()
+    rows = read_rows(summaries)
+    problems += [f"final: {p}" for p in tracker.check(rows, dict(tracker.acked))]
+    ids = [r["patient_id"] for r in rows]
+    report.add(
+        "kill -9 mid-save, every face on",
+        kills=done,
+        acked=tracker.n_acked,
+        lost=sum("lost" in p for p in problems),
+        duplicated=len(ids) - len(set(ids)),
+        seconds=time.monotonic() - t0,
+        note=f"one server with the WebSocket and HTTP faces, 2 clients on each; {mid_save} "
+        "kills with a save in flight; each restart lists every acknowledged save over HTTP",
+    )
+    assert not problems, problems[:10]
+    assert not tracker.errors, tracker.errors[:5]
+    assert done == kills and tracker.n_acked > kills
+    everyone = {p for ps in ws_patients + http_patients for p in ps}
+    assert everyone <= set(tracker.acked), everyone - set(tracker.acked)  # both faces saved
+
+
+async def test_kill_9_all_faces_mid_save(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_all_faces_kills(data_dir, tmp_path, fake, report, 3)
+
+
+@pytest.mark.stress
+async def test_kill_9_all_faces_mid_save_full(
+    data_dir: Path, tmp_path: Path, fake: OllamaThread, report: Report
+) -> None:
+    await run_all_faces_kills(data_dir, tmp_path, fake, report, 30)

@@ -1,0 +1,51 @@
+"""Scale: `--scale` patients (100,000 by default): start-up, search and peak memory, and the
+figures of the index build that made the reused index (built once into bench/data/)."""
+
+from __future__ import annotations
+
+import gc
+
+from bench import prep
+from bench.harness import RUN_DIR, Context, Row, log, proc_status, server, single
+from bench.sections.search import N_SEARCH, search_rows
+from bench.sections.startup import startup_once
+
+
+async def run(ctx: Context) -> list[Row]:
+    n = ctx.scale
+    big = prep.ensure_data(n)
+    log(f"opening the {n:,}-patient index (the first run builds it: slow)")
+    build, _, big_index = prep.ensure_index(n, log)
+    ctx.raw["build_big"] = build
+    gc.freeze()
+    big_summaries = RUN_DIR / "summaries_big.csv"
+    start = ctx.raw["startup_big"] = await startup_once("startup_big", big, big_summaries)
+    async with server("embedded_big", big, big_summaries, "embedded") as srv:
+        rows = await search_rows(
+            "search_big", f"Search, {n:,} patients", srv, big_index, N_SEARCH, 60
+        )
+        peak = ctx.raw["peak_rss_big_kib"] = proc_status(srv.pid)["VmHWM"]
+    return [
+        *rows,
+        single(
+            "startup_big",
+            f"Start-up to ready, {n:,} patients, existing index",
+            f"{start['ready_s']:.2f} s",
+            "< 8 s",
+            start["ready_s"] < 8,
+        ),
+        single(
+            "build_big",
+            f"Index build, {build['patients']:,} patients, {build['cores']} cores",
+            f"{build['rate_per_s']:,.0f} patients/s ({build['open_s'] / 60:.1f} min, "
+            f"{build['rate_per_cpu_s']:,.0f} per CPU-second; built {build['when']}, "
+            f"load avg {build['loadavg_before']:.1f})",
+        ),
+        single(
+            "peak_rss_big",
+            f"Peak RSS, embedded model + {n:,}-patient index",
+            f"{peak / 1024:.0f} MiB",
+            "< 1 GiB",
+            peak < 1024 * 1024,
+        ),
+    ]
