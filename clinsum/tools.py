@@ -44,7 +44,6 @@ MAX_QUERY_CHARS = 500
 MAX_TOP_K = 50
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 200
-MAX_CHECKED_CHARS = 5000  # as an edited summary may be (issue #10)
 MAX_PATIENT_ID = 2**53  # beyond this a JSON number is not an exact integer any more
 LOG_EVERY_TOKENS = 10
 THREADS_PER_CONNECTION = 2  # searches and saves one connection may run in threads at once
@@ -411,20 +410,6 @@ async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str
     }
 
 
-async def check_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    """The grounding check of an edited text, without saving it (the web page's "Check")."""
-    summary = app.summaries.get(params["summary_id"])
-    if summary is None:
-        raise RPCError(
-            UNKNOWN_SUMMARY,
-            f"Unknown summary id: {params['summary_id']!r} (generate the summary again)",
-        )
-    check = await app.in_thread(
-        call, grounding.check, params["text"], summary.patient, app.known_names
-    )
-    return check.to_dict()
-
-
 async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
     try:
         return {"summaries": await app.in_thread(call, app.store.rows)}
@@ -560,41 +545,6 @@ TOOLS: dict[str, Tool] = {
                     "grounded": {"type": "boolean"},
                 },
                 "required": ["saved", "patient_id"],
-            },
-        ),
-        Tool(
-            "check_summary",
-            "Check a summary's text",
-            "Check a text (an edited summary) against the record of the patient a summary_id "
-            "belongs to, without saving it: the grounding result, with the character spans of "
-            "the claims the record does not support.",
-            (
-                Param(
-                    "summary_id",
-                    "string",
-                    "The summary_id returned by summarize.",
-                    required=True,
-                    max_length=64,
-                ),
-                Param(
-                    "text",
-                    "string",
-                    "The text to check, e.g. the summary as the clinician edited it.",
-                    required=True,
-                    max_length=MAX_CHECKED_CHARS,
-                ),
-            ),
-            check_summary,
-            {
-                "type": "object",
-                "properties": {
-                    "ok": {"type": "boolean"},
-                    "coverage": {"type": "number"},
-                    "supported": {"type": "array", "items": {"type": "object"}},
-                    "unsupported": {"type": "array", "items": {"type": "object"}},
-                    "missing": {"type": "array", "items": {"type": "string"}},
-                },
-                "required": ["ok", "unsupported"],
             },
         ),
         Tool(
