@@ -63,7 +63,14 @@ async def build_app(config: Config) -> App:
         await asyncio.to_thread(store.ensure_exists)
     except (StoreError, OSError) as exc:
         raise StartupError(f"cannot use summaries file {config.summaries}: {exc}") from None
-    return App(patients, index, backend, store, max_inflight=config.max_inflight)
+    return App(
+        patients,
+        index,
+        backend,
+        store,
+        max_inflight=config.max_inflight,
+        summary_style=config.summary_style,
+    )
 
 
 async def _warm_up(backend: Backend, patient: Patient) -> None:

@@ -259,8 +259,19 @@ class Client:
     def llm_label(self) -> str | None:
         return " · ".join(self.llm) if self.llm else None
 
-    async def save(self, summary_id: str, force: bool = False) -> dict[str, Any]:
-        return await self.call("save_summary", {"summary_id": summary_id, "force": force})
+    async def save(
+        self, summary_id: str, force: bool = False, text: str | None = None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"summary_id": summary_id, "force": force}
+        if text is not None:
+            params["text"] = text
+        return await self.call("save_summary", params)
+
+    async def check_summary(self, summary_id: str, text: str) -> dict[str, Any]:
+        """The grounding verdict on an edited text, before it is saved."""
+        return (await self.call("check_summary", {"summary_id": summary_id, "text": text}))[
+            "grounding"
+        ]
 
     async def list_summaries(self) -> list[dict[str, str]]:
         return (await self.call("list_summaries"))["summaries"]

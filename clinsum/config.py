@@ -17,6 +17,7 @@ from pathlib import Path
 from . import logs
 from .backends import KINDS
 from .faces.base import Policy
+from .prompt import STYLES
 
 DEFAULT_PORT = 8765
 
@@ -37,6 +38,7 @@ class Config:
     model_path: str | None = None
     ollama_host: str | None = None
     llm_timeout: float = 60.0
+    summary_style: str | None = None  # prompt.STYLES; None: the backend's default
     log_level: str = "info"
     max_message_bytes: int = 1 << 20
     max_inflight: int = 4
@@ -120,6 +122,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         default=60.0,
         help="seconds a model may stay silent before the call fails (default 60)",
     )
+    p.add_argument(
+        "--summary-style",
+        choices=STYLES,
+        help="strict: the record's facts are written from the record and the model adds the "
+        "assessment (default for embedded); narrative: the model writes the whole summary "
+        "from the digest, checked afterwards (default for Ollama)",
+    )
     p.add_argument("--log-level", choices=logs.LEVELS, default="info")
     p.add_argument(
         "--max-message-bytes",
@@ -182,6 +191,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         model_path=a.model_path,
         ollama_host=a.ollama_host,
         llm_timeout=a.llm_timeout,
+        summary_style=a.summary_style,
         log_level=a.log_level,
         max_message_bytes=a.max_message_bytes,
         max_inflight=a.max_inflight,

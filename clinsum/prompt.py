@@ -1,33 +1,70 @@
-"""The prompt and the answer prefill, shared by every backend.
+"""The prompt and the answer prefill, shared by every backend, in two styles.
 
-A 135M-parameter model forgets or invents names and numbers easily. Two things keep it on the
-record: the facts are laid out one per line in a fixed order (the same for every patient, so
-the model sees a familiar shape), and the whole first sentence of the answer is written for
-it from the record (the prefill): name, age, gender, conditions, symptoms, blood pressure and
-blood sugar are right by construction, and the model only adds the concerns and advice.
-Each step was kept because `make eval` (grounding.check over the 100 patients of
-patient_data.csv) showed it helped; share of summaries free of unsupported claims:
-- prefill "<name> is a <age>-year-old <gender>" only: 45%, 71% of the key facts stated;
-- the whole first sentence from the record: 87%, all key facts stated;
-- digits forbidden after it (backends/base.py `allow_digits`): 96%;
-- risk score in the prefill, drug names without doses in the prompt: 98% (one invented name);
-- the prefill ending in "Recommendation:": 100%, no wrong name, coverage 1.0.
+**strict** (the default for the embedded 135M model). A model that small forgets or invents
+names and numbers easily, so everything the record says is written from the record: the
+patient, the visits, the vitals with their screening category, each meaningful trend with its
+values in time order, each medication change by name (all from `digest`). The model writes only
+the assessment and recommendation after it, with digits forbidden (backends/base.py
+`allow_digits`), so it cannot add a number. Earlier measurements (`make eval`, 100 patients)
+that shaped this: the record's facts as prefill took grounded summaries from 45% to 87%,
+forbidding digits to 96%, and ending the prefill on a heading the model completes to 100%.
+
+**narrative** (the default for Ollama, phi or larger). The model writes the whole summary
+from the digest, laid out as facts; the grounding check verifies it afterwards, trends and
+flags included.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
+
+from .digest import Digest, Trend, digest, drug_name
+from .grounding.course import ESCALATION
 
 if TYPE_CHECKING:
     from .records import Patient
+
+STYLES = ("strict", "narrative")
+# A backend not listed here gets "strict": the safe choice for a model we know nothing about.
+DEFAULT_STYLE = {"embedded": "strict", "ollama": "narrative"}
 
 SYSTEM_PROMPT = (
     "You are a clinical assistant who writes short, factual patient summaries for doctors. "
     "Use only the facts in the patient record: never invent diagnoses, numbers or drugs. "
     "Refer to the patient by the name given in the record."
 )
+# Where the strict prefill hands over to the model. Tried on 6 patients (issue #10 work):
+# ending on "Assessment and recommendation:" or "Recommendation:", the model wrote nothing
+# (a line break, which ends the answer) for 5 of them; after "Recommendation: continue" it
+# wrote a plain sentence for all 6 ("to monitor and manage diabetes.").
+MODEL_HEADING = "Recommendation: continue"
+# After its first sentence the 135M model drifts into invented drugs and events, so the strict
+# path takes one sentence from it.
+_SENTENCE_DONE = re.compile(r"[.!?](?:\s|$)")
 
 _GENDER_WORDS = {"f": "female", "m": "male"}
+_VITAL_WORDS = {
+    # category -> how the summary says it; flag words only where the digest flags the value
+    "normal": "is in the normal range",
+    "elevated": "is above target",
+    "stage 1": "is above target (stage 1)",
+    "stage 2": "is high (stage 2)",
+    "low": "is low",
+    "above target": "is above target",
+    "high": "is high",
+    "crisis": "is high, at crisis level",
+}
+_MED_VERBS = {"started": "started", "stopped": "stopped", "dose changed": "re-dosed"}
+
+
+def default_style(backend: str) -> str:
+    return DEFAULT_STYLE.get(backend, "strict")
+
+
+def model_part_done(style: str, generated: str) -> bool:
+    """Whether to stop reading the model: strict takes one sentence, narrative all it writes."""
+    return style == "strict" and bool(_SENTENCE_DONE.search(generated))
 
 
 def _gender(patient: Patient) -> str:
@@ -35,72 +72,183 @@ def _gender(patient: Patient) -> str:
     return _GENDER_WORDS.get(word, word)
 
 
-def _last_outcome(patient: Patient) -> str:
-    if not patient.visit_history:
-        return "no previous visits"
-    # ISO dates sort as text; the file order is not trusted to be chronological.
-    return max(patient.visit_history, key=lambda v: v.date).outcome
-
-
-def _drug_names(patient: Patient) -> list[str]:
-    """ "Metformin 500mg" -> "Metformin": the name up to the first word holding a digit."""
-    names = []
-    for med in patient.medications():
-        words = med.split()
-        cut = next((i for i, w in enumerate(words) if any(c.isdigit() for c in w)), len(words))
-        names.append(" ".join(words[:cut]) or med)
-    return names
-
-
-def _facts(patient: Patient) -> list[tuple[str, str]]:
-    return [
-        ("Name", patient.name),
-        ("Age", str(patient.age)),
-        ("Gender", _gender(patient)),
-        ("Current symptoms", patient.current_symptoms),
-        ("Blood pressure", f"{patient.current_bp} mmHg"),
-        ("Blood sugar", f"{patient.current_sugar} mg/dL"),
-        ("Medical history", patient.medical_history),
-        # Drug names only: the prefill states every number, and the backend forbids digits
-        # after it, so a dose in the prompt could only come out as "Metformin  mg".
-        ("Current medications", ", ".join(_drug_names(patient)) or "none"),
-        # As a percentage: given "0.487", the model tends to write "4.87%" or "48%" on its own.
-        ("Risk score", f"{patient.risk_score:.0%}"),
-        ("Last visit outcome", _last_outcome(patient)),
-    ]
-
-
-def build_messages(patient: Patient) -> list[dict]:
-    """The chat messages for one summary, in the role/content form every backend takes."""
-    record = "\n".join(f"{label}: {value}" for label, value in _facts(patient))
-    request = (
-        f"Patient record:\n{record}\n\n"
-        f"Write a concise clinical summary of {patient.name} in 2-3 sentences: "
-        "the key concerns and the recommendations. Use only the facts above."
-    )
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": request},
-    ]
-
-
-def _listing(items: list[str]) -> str:
+def _listing(items: list[str] | tuple[str, ...]) -> str:
     """Items as prose ("a, b and c"), lower-cased but for acronyms such as COPD."""
     words = [" ".join(w if w.isupper() else w.lower() for w in item.split()) for item in items]
     return " and ".join([", ".join(words[:-1]), words[-1]]) if len(words) > 1 else "".join(words)
 
 
-def prefill(patient: Patient) -> str:
-    """The first sentence of the answer, taken from the record so that it cannot be wrong."""
+def _value(trend: Trend, value: float, scale: float) -> str:
+    if trend.key != "risk":
+        return f"{value:g}"
+    return f"{value:.2f}" if scale == 1.0 else f"{value:.1f}"
+
+
+# --- the record's sentences (strict prefill; facts for the narrative prompt) -----------------
+
+
+def _identity(patient: Patient) -> str:
     conditions = _listing(patient.conditions()) or "no recorded conditions"
     symptoms = _listing(patient.symptoms())
-    presenting = f"presenting with {symptoms}" if symptoms else "with no current symptoms"
+    presenting = f", presenting with {symptoms}" if symptoms else ", with no current symptoms"
     article = "an" if str(patient.age).startswith("8") or patient.age in (11, 18) else "a"
     return (
-        f"{patient.name} is {article} {patient.age}-year-old {_gender(patient)} with {conditions}, "
-        f"{presenting}, a blood pressure of {patient.current_bp} mmHg, a blood sugar of "
-        f"{patient.current_sugar} mg/dL and a risk score of {patient.risk_score:.0%}."
-        # Left to itself after the facts, the model restates them and drifts into conditions
-        # the patient does not have; asked for the recommendation, it gives one.
-        " Recommendation:"
+        f"{patient.name} is {article} {patient.age}-year-old {_gender(patient)} "
+        f"with {conditions}{presenting}."
     )
+
+
+def _visits(d: Digest) -> str:
+    if d.latest is None:
+        return "There are no earlier visits on record."
+    outcome = d.latest.outcome.strip().rstrip(".")
+    # The outcome's own words may escalate ("Admitted for observation"); without a crisis
+    # value now, the summary names the latest visit by its date alone.
+    said = (
+        f" ({outcome.lower()})" if outcome and (d.crisis or not ESCALATION.search(outcome)) else ""
+    )
+    if d.visits == 1:
+        return f"The only earlier visit was on {d.latest.date}{said}."
+    return (
+        f"The record has {d.visits} visits from {d.first_date} to {d.latest.date}; "
+        f"the latest was on {d.latest.date}{said}."
+    )
+
+
+def _vitals(d: Digest) -> str:
+    parts = [
+        f"{v.measure.capitalize()} {v.value} {v.unit} {_VITAL_WORDS[v.category]}" for v in d.vitals
+    ]
+    return ". ".join(parts) + "."
+
+
+def _trend_sentence(trend: Trend, scale: float) -> str:
+    values = [_value(trend, p.value, scale) for p in trend.points]
+    unit = f" {trend.unit}" if trend.unit else ""
+    since = trend.first.date
+    path = ", ".join(values[:-1]) + f" and now {values[-1]}{unit}"
+    step = {
+        "continues": "the latest step continues it",
+        "reverses": "the latest step reverses it",
+        "flat": "the latest step is level",
+    }[trend.latest_step]
+    return f"{trend.measure.capitalize()} {trend.direction} since {since}: {path}; {step}."
+
+
+def _trends(d: Digest, scale: float) -> list[str]:
+    meaningful = d.meaningful_trends
+    out = [_trend_sentence(t, scale) for t in meaningful]
+    quiet = [t.measure for t in d.trends if not t.meaningful]
+    if quiet and d.first_date:
+        out.append(f"{_listing(quiet).capitalize()} changed little since {d.first_date}.")
+    return out
+
+
+def _meds(d: Digest) -> str:
+    if not d.med_changes:
+        return "No medication changed since the latest visit." if d.latest else ""
+    parts = []
+    for c in d.med_changes:
+        name = c.drug.lower()
+        if c.change == "dose changed":
+            parts.append(f"{name} re-dosed from {_dose(c.before)} to {_dose(c.after)}")
+        else:
+            parts.append(f"{name} {_MED_VERBS[c.change]}")
+    return f"Since the latest visit: {_listing_plain(parts)}."
+
+
+def _dose(entry: str | None) -> str:
+    entry = entry or ""
+    return entry[len(drug_name(entry)) :].strip() or entry
+
+
+def _listing_plain(parts: list[str]) -> str:
+    return " and ".join([", ".join(parts[:-1]), parts[-1]]) if len(parts) > 1 else parts[0]
+
+
+def _new_conditions(d: Digest) -> str:
+    if not d.new_conditions:
+        return ""
+    verb = "was" if len(d.new_conditions) == 1 else "were"
+    return f"{_listing(d.new_conditions).capitalize()} {verb} recorded after the first visit."
+
+
+def record_sentences(patient: Patient, d: Digest | None = None) -> str:
+    """The summary's factual part, every word from the record and its digest."""
+    d = d or digest(patient)
+    parts = [_identity(patient), _visits(d), _vitals(d), *_trends(d, patient.score_scale)]
+    parts += [_meds(d), _new_conditions(d)]
+    return " ".join(p for p in parts if p)
+
+
+# --- the messages ----------------------------------------------------------------------------
+
+
+def _facts(patient: Patient, d: Digest) -> list[tuple[str, str]]:
+    trends = [
+        f"{t.measure} {t.direction} "
+        + " -> ".join(f"{_value(t, p.value, patient.score_scale)} ({p.date})" for p in t.points)
+        for t in d.meaningful_trends
+    ]
+    flags = [f"{v.measure} {v.value} {v.unit}: {v.category}" for v in d.flags]
+    changes = [
+        f"{c.drug} {c.change}" + (f" ({c.before} -> {c.after})" if c.before and c.after else "")
+        for c in d.med_changes
+    ]
+    facts = [
+        ("Name", patient.name),
+        ("Age", str(patient.age)),
+        ("Gender", _gender(patient)),
+        ("Current symptoms", patient.current_symptoms or "none"),
+        *((v.measure.capitalize(), f"{v.value} {v.unit} ({v.category})") for v in d.vitals),
+        ("Medical history", patient.medical_history or "none"),
+        ("Current medications", patient.current_medications or "none"),
+        ("Risk score", f"{patient.risk_score:g}"),
+        ("Trends since the first visit", "; ".join(trends) or "no meaningful change"),
+        ("Flagged values", "; ".join(flags) or "none"),
+        ("Medication changes since the latest visit", "; ".join(changes) or "none"),
+        ("Conditions added since the first visit", ", ".join(d.new_conditions) or "none"),
+    ]
+    if d.latest:
+        facts.append(("Latest visit", f"{d.latest.date}, {d.latest.outcome}: {d.latest.key_point}"))
+        facts.append(("Visits", f"{d.visits} since {d.first_date}"))
+    return facts
+
+
+def build_messages(patient: Patient, style: str = "strict", d: Digest | None = None) -> list[dict]:
+    """The chat messages for one summary, in the role/content form every backend takes."""
+    if style != "narrative":
+        # The facts are in the prefill already; repeating them here would only double the
+        # prompt the model evaluates before its first token.
+        request = (
+            f"Write a concise clinical summary of {patient.name}: the facts, then the "
+            "recommendation."
+        )
+        return [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": request},
+        ]
+    d = d or digest(patient)
+    record = "\n".join(f"{label}: {value}" for label, value in _facts(patient, d))
+    request = (
+        f"Write a clinical summary of {patient.name} as one paragraph of at most 120 words. "
+        "State each trend with its direction and its values in time order, each flagged "
+        "value as flagged, each medication change by drug name, and the latest visit's "
+        "date and outcome; then give your assessment and recommendation. Call a value "
+        "high or low only if it is flagged above. Recommend admission, emergency or "
+        "urgent care only if a value is at crisis level. Use only the facts above."
+    )
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Patient record:\n{record}\n\n{request}"},
+    ]
+
+
+def prefill(patient: Patient, style: str = "strict", d: Digest | None = None) -> str:
+    """The start of the answer, written from the record so that it cannot be wrong.
+
+    strict: every fact, then the heading the model completes. narrative: the name only.
+    """
+    if style == "narrative":
+        return patient.name
+    return f"{record_sentences(patient, d)} {MODEL_HEADING}"

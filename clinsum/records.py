@@ -96,6 +96,7 @@ class Patient:
     medical_history: str
     current_medications: str
     visit_history: tuple[Visit, ...]
+    score_scale: float = 1.0  # 1.0 or 10.0: the scale the file's scores are written on
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: plain str/int/float values and the visits as a list of dicts."""

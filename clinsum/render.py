@@ -14,8 +14,10 @@ import asyncio
 import csv
 import io
 import os
+import shlex
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -295,6 +297,45 @@ class Screen:
         if grounding["missing"]:
             self.print(f"[dim]  Not mentioned: {escape('; '.join(grounding['missing']))}[/]")
 
+    def digest(self, digest: dict[str, Any]) -> None:
+        """The chart at a glance: flags, trends, medication changes, the latest visit."""
+        lines = []
+        for v in digest["vitals"]:
+            colour = "red" if v["flagged"] else "yellow" if v["mild"] else "green"
+            lines.append(
+                f"[{colour}]{escape(v['measure'])} {escape(v['value'])} {escape(v['unit'])}: "
+                f"{escape(v['category'])}[/]"
+            )
+        for t in digest["trends"]:
+            if t["meaningful"]:
+                path = " → ".join(f"{p['value']:g}" for p in t["points"])
+                lines.append(
+                    f"{escape(t['measure'])} {t['direction']} since {t['points'][0]['date']}: "
+                    f"{path} {escape(t['unit'])} (latest step {t['latest_step']})"
+                )
+        for m in digest["med_changes"]:
+            detail = f" ({m['before']} → {m['after']})" if m["change"] == "dose changed" else ""
+            lines.append(
+                f"{escape(m['drug'])} {m['change']}{escape(detail)} since the latest visit"
+            )
+        if digest["new_conditions"]:
+            lines.append(
+                "added since the first visit: " + escape(", ".join(digest["new_conditions"]))
+            )
+        latest = digest["latest_visit"]
+        if latest:
+            lines.append(
+                f"{digest['visits']} visit(s) over {digest['span_days']} days; latest "
+                f"{latest['date']}: {escape(latest['outcome'])}. {escape(latest['key_point'])}"
+            )
+        self.print("[bold]Digest[/]")
+        for line in lines:
+            self.print(f"  {line}")
+
+    def draft(self, text: str) -> None:
+        self.print("[bold]Edited summary:[/]")
+        self.print(escape(text), soft_wrap=True)
+
     def saved_row(self, row: dict[str, str], path: str) -> None:
         """The row exactly as `grep "^ID," file` prints it, which is how people check."""
         line = io.StringIO()
@@ -391,6 +432,17 @@ class Screen:
         except EOFError:
             self.console.out("")
             raise
+
+    async def ask_choice(self, prompt: str, choices: dict[str, str]) -> str:
+        """One of `choices` (a typed word -> its meaning), asked until the answer is one."""
+        while True:
+            answer = (await self.ask(prompt)).lower()
+            if answer in choices:
+                return choices[answer]
+            self.warn(
+                f"Please answer {'/'.join(sorted(set(choices) - set(choices.values())))} "
+                f"(got {answer!r})."
+            )
 
     async def ask_yes_no(self, prompt: str) -> bool:
         while True:
@@ -638,15 +690,22 @@ async def generate(
         screen.error(exc.message)
         return None
     screen.grounding(result["grounding"])
+    screen.digest(result["digest"])
     return result
 
 
 async def save(
-    screen: Screen, client: Client, result: dict[str, Any], *, force: bool = False
+    screen: Screen,
+    client: Client,
+    result: dict[str, Any],
+    *,
+    force: bool = False,
+    text: str | None = None,
 ) -> bool:
-    """Save by summary id (never by text, so nothing partial can be saved) and show the row."""
+    """Save by summary id (so nothing partial can be saved), with the clinician's `text` if
+    edited, and show the row."""
     try:
-        saved = await client.save(result["summary_id"], force=force)
+        saved = await client.save(result["summary_id"], force=force, text=text)
     except RPCError as exc:
         screen.error(exc.message)
         return False
@@ -662,18 +721,74 @@ async def save(
     return True
 
 
+SAVE_CHOICES = {"y": "y", "yes": "y", "n": "n", "no": "n", "e": "e", "edit": "e"}
+EDIT_HELP = (
+    "# Edit the summary above. Lines starting with '#' are ignored;\n"
+    "# an empty text keeps the draft as it was.\n"
+)
+
+
 async def offer_save(screen: Screen, client: Client, result: dict[str, Any]) -> bool:
-    """Ask before saving, and ask again, explicitly, before saving unsupported claims."""
-    if not await screen.ask_yes_no(f"Save this summary to {SUMMARIES_FILE}? (y/n): "):
-        screen.info("Not saved.")
-        return False
-    force = not result["grounding"]["ok"]
+    """Ask before saving; `e` edits the draft (re-checked, verdict shown, then asked again);
+    ask again, explicitly, before saving unsupported claims."""
+    text, grounding = result["summary"], result["grounding"]
+    while True:
+        answer = await screen.ask_choice(
+            f"Save this summary to {SUMMARIES_FILE}? (y/n/e = edit): ", SAVE_CHOICES
+        )
+        if answer == "n":
+            screen.info("Not saved.")
+            return False
+        if answer == "y":
+            break
+        edited = await edit_text(screen, text)
+        if edited is None or edited == text:
+            screen.info("Summary unchanged.")
+            continue
+        try:
+            grounding = await client.check_summary(result["summary_id"], edited)
+        except RPCError as exc:
+            screen.error(exc.message)
+            continue
+        text = edited
+        screen.draft(text)
+        screen.grounding(grounding)
+    force = not grounding["ok"]
     if force:
-        count = sum(c["blocking"] for c in result["grounding"]["unsupported"])
+        count = sum(c["blocking"] for c in grounding["unsupported"])
         screen.warn(
             f"This summary makes {count} claim(s) the record does not support (in red above)."
         )
         if not await screen.ask_yes_no("Save it anyway, unsupported claims included? (y/n): "):
             screen.info("Not saved.")
             return False
-    return await save(screen, client, result, force=force)
+    changed = text if text != result["summary"] else None
+    return await save(screen, client, result, force=force, text=changed)
+
+
+async def edit_text(screen: Screen, draft: str) -> str | None:
+    """The draft as the user edited it, or None if they left it empty.
+
+    Like `git commit`: $VISUAL, else $EDITOR, opened on a temporary file; without either (or
+    if it cannot run), one line typed at the prompt replaces the draft.
+    """
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR")
+    if editor:
+        with tempfile.TemporaryDirectory(prefix="clinsum-") as folder:
+            path = Path(folder) / "SUMMARY_EDITMSG"
+            path.write_text(f"{draft}\n{EDIT_HELP}", encoding="utf-8")
+            try:
+                proc = await asyncio.create_subprocess_exec(*shlex.split(editor), str(path))
+                code = await proc.wait()
+            except (OSError, ValueError) as exc:
+                screen.warn(f"Cannot run the editor {editor!r} ({exc}); type the text instead.")
+            else:
+                if code != 0:
+                    screen.warn(f"The editor {editor!r} exited with status {code}; draft kept.")
+                    return None
+                lines = path.read_text(encoding="utf-8").splitlines()
+                text = "\n".join(ln for ln in lines if not ln.startswith("#")).strip()
+                return text or None
+    screen.info(f"Draft:\n{draft}")
+    text = await screen.ask("Type the new summary on one line (empty keeps the draft): ")
+    return text or None

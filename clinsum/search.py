@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from clinsum import logs
+from clinsum.digest import chronological
 from clinsum.records import Patient, RecordError, file_hash, load_patients
 from clinsum.vocab import MEDICATIONS, find_concepts
 
@@ -157,7 +158,7 @@ def _item_evidence(field: int, item: str) -> tuple[tuple[str, int, str], ...]:
 def _document(patient: Patient) -> str:
     """The text embedded for a patient: the clinical content and the latest note only, since
     embedding cost grows with length and the older notes repeat the same conditions."""
-    visits = sorted(patient.visit_history, key=lambda v: v.date)
+    visits = chronological(patient.visit_history)
     latest = visits[-1].notes if visits else ""
     return (
         f"{patient.age}-year-old {patient.gender.lower()}. "

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-COLUMNS = ("patient_id", "name", "summary", "model", "generated_at", "grounded")
-# Columns a file written by the original tool may lack; filled with "" when read.
-OPTIONAL_COLUMNS = frozenset({"model", "generated_at", "grounded"})
+COLUMNS = ("patient_id", "name", "summary", "model", "generated_at", "grounded", "edited")
+# Columns a file written by the original tool (or before edits were saved: "edited") may
+# lack; filled with "" when read.
+OPTIONAL_COLUMNS = frozenset({"model", "generated_at", "grounded", "edited"})
 LOCK_TIMEOUT_S = 10.0
 # Summaries are patient data: a file this module creates is readable by its owner only. A file
 # that already exists keeps the mode its owner gave it, through every rewrite.
@@ -80,8 +81,12 @@ class SummaryStore:
         model: str,
         generated_at: str,
         grounded: bool,
+        edited: bool = False,
     ) -> None:
-        """Replace this patient's row (or add it) and keep every other row."""
+        """Replace this patient's row (or add it) and keep every other row.
+
+        `edited`: the clinician changed the generated text before saving it.
+        """
         row = {
             "patient_id": str(patient_id),
             "name": escape_cell(name),
@@ -89,6 +94,7 @@ class SummaryStore:
             "model": escape_cell(model),
             "generated_at": generated_at,
             "grounded": "true" if grounded else "false",
+            "edited": "true" if edited else "false",
         }
         with self._locked():
             lines = dict(self._read_lines())

@@ -15,12 +15,13 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from . import grounding
 from .backends.base import Backend, LLMError
+from .digest import Digest, digest
 from .faces.base import NoEvents
 from .jsonrpc import (
     BUSY,
@@ -35,7 +36,7 @@ from .jsonrpc import (
     RPCError,
     invalid_params,
 )
-from .prompt import build_messages, prefill
+from .prompt import STYLES, build_messages, default_style, model_part_done, prefill
 from .records import Patient
 from .search import PatientIndex, SearchError, SearchUnavailable
 from .store import StoreError, SummaryStore
@@ -44,6 +45,7 @@ MAX_QUERY_CHARS = 500
 MAX_TOP_K = 50
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 200
+MAX_EDIT_CHARS = 5000  # an edited summary; a 4-visit summary is ~120 words, ~800 characters
 MAX_PATIENT_ID = 2**53  # beyond this a JSON number is not an exact integer any more
 LOG_EVERY_TOKENS = 10
 THREADS_PER_CONNECTION = 2  # searches and saves one connection may run in threads at once
@@ -91,7 +93,8 @@ class Param:
             if not isinstance(value, str):
                 raise invalid_params(name, f"must be a string, got {_json_type(value)}")
             if not value.strip():
-                raise invalid_params(name, "must not be empty")
+                limit = f" (1 to {self.max_length} characters)" if self.max_length else ""
+                raise invalid_params(name, f"must not be empty{limit}")
             if self.max_length is not None and len(value) > self.max_length:
                 raise invalid_params(
                     name, f"is too long ({len(value)} characters; at most {self.max_length})"
@@ -167,12 +170,29 @@ FILTERS = Param(
 )
 
 
+SUMMARY_ID = Param(
+    "summary_id",
+    "string",
+    "The summary_id returned by summarize.",
+    required=True,
+    max_length=64,
+)
+EDITED_TEXT = Param(
+    "text",
+    "string",
+    "The clinician's edit of the summary, checked against the record like the generated "
+    f"text (1 to {MAX_EDIT_CHARS} characters).",
+    max_length=MAX_EDIT_CHARS,
+)
+
+
 @dataclass(slots=True)
 class Summary:
     """A finished summary, the only thing `save_summary` can save."""
 
     summary_id: str
     patient: Patient
+    digest: Digest
     text: str
     model: str
     generated_at: str
@@ -189,6 +209,7 @@ class App:
     backend: Backend
     store: SummaryStore
     max_inflight: int = 4
+    summary_style: str | None = None  # one of prompt.STYLES; None: the backend's default
     summaries: OrderedDict[str, Summary] = field(default_factory=OrderedDict)
     known_names: tuple[str, ...] = ()
     max_kept_summaries: int = 1000
@@ -206,6 +227,9 @@ class App:
             raise RPCError(
                 UNKNOWN_PATIENT, f"Unknown patient: no patient with id {patient_id}"
             ) from None
+
+    def style(self) -> str:
+        return self.summary_style or default_style(self.backend.name)
 
     def background(self, coro: Awaitable[Any]) -> None:
         """Run a fire-and-forget send, keeping a reference so the task is not collected."""
@@ -276,6 +300,11 @@ async def fetch(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
     return {"patient": app.patient(params["patient_id"]).to_dict()}
 
 
+async def digest_tool(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    # Pure and ~0.1 ms: no thread needed.
+    return {"digest": digest(app.patient(params["patient_id"])).to_dict()}
+
+
 async def summarize(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
     patient = app.patient(params["patient_id"])
     key = id(call.session)
@@ -301,7 +330,9 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
     events = call.events or NoEvents()
     start = time.perf_counter()
     first: float | None = None
-    head = prefill(patient)
+    facts = digest(patient)
+    style = app.style()
+    head = prefill(patient, style, facts)
     pieces = [head]
     await events.token(0, head)
     count = 0
@@ -313,7 +344,7 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
     llm_log.info("Starting streaming summary generation for %s...", patient.name)
     try:
         stream = backend.stream(
-            build_messages(patient),
+            build_messages(patient, style, facts),
             head,
             max_tokens=max_tokens,
             on_queued=on_queued,
@@ -328,6 +359,8 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
                 await events.token(count, chunk)
                 if count % LOG_EVERY_TOKENS == 0 and llm_log.isEnabledFor(logging.INFO):
                     llm_log.info("Received %d tokens (~%d chars)...", count, sum(map(len, pieces)))
+                if model_part_done(style, "".join(pieces[1:])):
+                    break  # closing the stream stops the model
     except LLMError as exc:
         llm_log.error("generation failed for %s: %s", patient.name, exc)
         raise RPCError(LLM_UNAVAILABLE, f"LLM unavailable: {exc}") from None
@@ -341,10 +374,11 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
     llm_log.info("Streaming complete (%d tokens, %d chars, %.1f tok/s)", count, len(text), rate)
     # Off the event loop: a long summary takes 10-20 ms to check, and many summaries ending
     # together would otherwise hold up every other connection's frames (bench/results.md).
-    check = await asyncio.to_thread(grounding.check, text, patient, app.known_names)
+    check = await asyncio.to_thread(grounding.check, text, patient, app.known_names, facts)
     summary = Summary(
         summary_id=uuid.uuid4().hex,
         patient=patient,
+        digest=facts,
         text=text,
         model=backend.model,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -359,41 +393,69 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
         "summary": text,
         "backend": backend.name,
         "model": backend.model,
+        "style": style,
         "tokens": count,
         "ttft_ms": round(((first or end) - start) * 1000, 2),
         "tokens_per_s": round(rate, 2),
         "duration_ms": round((end - start) * 1000, 2),
         "generated_at": summary.generated_at,
         "grounding": check.to_dict(),
+        "digest": facts.to_dict(),
     }
 
 
-async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    summary = app.summaries.get(params["summary_id"])
+def _kept(app: App, summary_id: str) -> Summary:
+    summary = app.summaries.get(summary_id)
     if summary is None:
         raise RPCError(
             UNKNOWN_SUMMARY,
-            f"Unknown summary id: {params['summary_id']!r} (summaries are kept in memory by "
+            f"Unknown summary id: {summary_id!r} (summaries are kept in memory by "
             "the server that generated them; generate it again)",
         )
-    if not summary.grounded and not params["force"]:
+    return summary
+
+
+async def _recheck(app: App, call: Call, summary: Summary, text: str) -> grounding.Grounding:
+    """The clinician's words are checked like the model's: same record, same digest."""
+    return await app.in_thread(
+        call, grounding.check, text, summary.patient, app.known_names, summary.digest
+    )
+
+
+async def check_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    summary = _kept(app, params["summary_id"])
+    return {"grounding": (await _recheck(app, call, summary, params["text"])).to_dict()}
+
+
+async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    summary = _kept(app, params["summary_id"])
+    p = summary.patient
+    text, grounded, unsupported = summary.text, summary.grounded, summary.unsupported
+    edited = "text" in params and params["text"] != summary.text
+    if edited:
+        text = params["text"]
+        check = await _recheck(app, call, summary, text)
+        grounded = check.ok
+        unsupported = [c.to_dict() for c in check.unsupported if c.blocking]
+    if not grounded and not params["force"]:
+        what = "Edited text" if edited else "Summary"
         raise RPCError(
             UNSUPPORTED_CLAIMS,
-            f"Summary has {len(summary.unsupported)} claim(s) the record does not support; "
-            "pass force=true to save it anyway",
-            {"unsupported": summary.unsupported},
+            f"{what} has {len(unsupported)} claim(s) the record does not support"
+            f" ({_first_claim(unsupported)}); pass force=true to save it anyway",
+            {"unsupported": unsupported},
         )
-    p = summary.patient
     try:
         await app.in_thread(
             call,
             app.store.save,
             p.patient_id,
             p.name,
-            summary.text,
+            text,
             summary.model,
             summary.generated_at,
-            summary.grounded,
+            grounded,
+            edited,
         )
     except StoreError as exc:
         logging.getLogger("CSV").error("save failed for patient %d: %s", p.patient_id, exc)
@@ -406,8 +468,16 @@ async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str
         "patient_id": p.patient_id,
         "name": p.name,
         "path": str(app.store.path),
-        "grounded": summary.grounded,
+        "grounded": grounded,
+        "edited": edited,
     }
+
+
+def _first_claim(unsupported: list[dict[str, Any]]) -> str:
+    """The first unsupported span and why, so the message alone says what to fix."""
+    c = unsupported[0]
+    more = f", and {len(unsupported) - 1} more" if len(unsupported) > 1 else ""
+    return f"{c['text']!r} at {c['start']}-{c['end']}: {c['reason']}{more}"
 
 
 async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -479,6 +549,20 @@ TOOLS: dict[str, Tool] = {
             },
         ),
         Tool(
+            "digest",
+            "Digest a patient's chart",
+            "The record's clinical digest, computed without a model: current vitals with their "
+            "screening category, trends from the earliest visit to now, medication changes "
+            "since the latest visit, conditions added, and the latest visit.",
+            (PATIENT_ID,),
+            digest_tool,
+            {
+                "type": "object",
+                "properties": {"digest": {"type": "object"}},
+                "required": ["digest"],
+            },
+        ),
+        Tool(
             "summarize",
             "Summarize a patient",
             "Generate a 2-3 sentence clinical summary of the patient with the LLM, streamed as "
@@ -509,9 +593,11 @@ TOOLS: dict[str, Tool] = {
                     "tokens_per_s": {"type": "number"},
                     "duration_ms": {"type": "number"},
                     "generated_at": {"type": "string"},
+                    "style": {"type": "string", "enum": list(STYLES)},
                     "grounding": {"type": "object"},
+                    "digest": {"type": "object"},
                 },
-                "required": ["summary_id", "patient_id", "name", "summary", "grounding"],
+                "required": ["summary_id", "patient_id", "name", "summary", "grounding", "digest"],
             },
         ),
         Tool(
@@ -520,13 +606,8 @@ TOOLS: dict[str, Tool] = {
             "Save a finished summary to patient_summaries.csv (one row per patient, replacing "
             "that patient's earlier row). Summaries with unsupported claims need force=true.",
             (
-                Param(
-                    "summary_id",
-                    "string",
-                    "The summary_id returned by summarize.",
-                    required=True,
-                    max_length=64,
-                ),
+                SUMMARY_ID,
+                EDITED_TEXT,
                 Param(
                     "force",
                     "boolean",
@@ -543,8 +624,22 @@ TOOLS: dict[str, Tool] = {
                     "name": {"type": "string"},
                     "path": {"type": "string"},
                     "grounded": {"type": "boolean"},
+                    "edited": {"type": "boolean"},
                 },
                 "required": ["saved", "patient_id"],
+            },
+        ),
+        Tool(
+            "check_summary",
+            "Check an edited summary",
+            "Check a clinician's edit of a generated summary against the patient's record, "
+            "without saving it: the same verdict save_summary would give.",
+            (SUMMARY_ID, replace(EDITED_TEXT, required=True)),
+            check_summary,
+            {
+                "type": "object",
+                "properties": {"grounding": {"type": "object"}},
+                "required": ["grounding"],
             },
         ),
         Tool(

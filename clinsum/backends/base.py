@@ -38,6 +38,18 @@ class GenerationSettings:
     # model writes after it can only be a number the record does not have (an invented dose,
     # a wrong age). Where the backend can bias tokens, digits are forbidden.
     allow_digits: bool = False
+    # Word stems the model may not start a word with, where the backend can bias tokens. The
+    # 135M model recommended admission or emergency care for 14 of 100 patients with no
+    # crisis-level value (issue #10); the strict prefill states crisis values itself.
+    avoid_stems: tuple[str, ...] = (
+        "admit",
+        "admis",
+        "hospit",
+        "emergen",
+        "urgen",
+        "icu",
+        "intensiv",
+    )
 
 
 DEFAULT_SETTINGS = GenerationSettings()

@@ -107,18 +107,10 @@ class EmbeddedBackend:
             raise LLMError(f"embedded backend: cannot load model {path}: {exc}") from None
         # SmolLM2 spells numbers digit by digit, so this is a handful of tokens, plus the
         # vulgar fractions and superscripts the model reaches for once digits are gone.
-        self._logit_bias = (
-            None
-            if settings.allow_digits
-            else {
-                i: -100.0
-                for i in range(self._llm.n_vocab())
-                if any(
-                    c.isnumeric()
-                    for c in self._llm.detokenize([i]).decode("utf-8", errors="ignore")
-                )
-            }
-        )
+        # The same goes for tokens that start a word in `avoid_stems`.
+        self._logit_bias = {
+            i: -100.0 for i in range(self._llm.n_vocab()) if self._banned(i, settings)
+        } or None
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise LLMError(f"embedded backend: model {path} has no chat template in its metadata")
@@ -134,6 +126,13 @@ class EmbeddedBackend:
         self._closing = False
         self._thread = threading.Thread(target=self._work, name="embedded-llm", daemon=True)
         self._thread.start()
+
+    def _banned(self, token: int, settings: GenerationSettings) -> bool:
+        text = self._llm.detokenize([token]).decode("utf-8", errors="ignore")
+        if not settings.allow_digits and any(c.isnumeric() for c in text):
+            return True
+        word = text.strip().lower()
+        return len(word) >= 3 and word.startswith(settings.avoid_stems)
 
     @classmethod
     async def open(cls, options: BackendOptions) -> tuple[EmbeddedBackend, bool, str]:
