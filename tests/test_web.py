@@ -124,6 +124,23 @@ def _stream_steps(page: Page, timeout: float = 20) -> list[str]:
     return seen
 
 
+def _overflowing(page: Page) -> list[str]:
+    """The elements sticking out to the right (tables scroll inside their own region)."""
+    return page.evaluate(
+        """() => {
+          const clipped = (e) => {
+            for (let a = e.parentElement; a; a = a.parentElement) {
+              if (getComputedStyle(a).overflowX !== "visible") return true;
+            }
+            return false;
+          };
+          return [...document.querySelectorAll("body *")]
+            .filter((e) => e.getBoundingClientRect().right > innerWidth && !clipped(e))
+            .map((e) => `${e.tagName}#${e.id}.${e.className}`);
+        }"""
+    )
+
+
 def test_full_flow(
     server: PageServer, watched: Watched, patients: dict[int, Any], ollama: OllamaThread
 ) -> None:
@@ -200,12 +217,12 @@ def test_full_flow(
     expect(page.locator("#digest")).to_be_visible()
 
     # Edit, Check: the verdict follows the edited text.
-    opening = original.split(" Recommendation:")[0]
-    box.fill(opening)
+    grounded = f"{patient.name} is a {patient.age}-year-old woman."
+    box.fill(grounded)
     page.get_by_role("button", name="Check").click()
     expect(page.locator("#verdict")).to_contain_text("Grounded")
     expect(page.locator("#checked mark")).to_have_count(0)
-    edited = opening + " Her blood sugar is 182 mg/dL. Reviewed by the clinic."
+    edited = grounded + " Her blood sugar is 555 mg/dL. Reviewed by the clinic."
     box.fill(edited)
 
     # Save: unsupported claims ask for a second, explicit confirmation in the page.
@@ -234,7 +251,8 @@ def test_full_flow(
     page.screenshot(path=ARTIFACTS / "web-1280.png", full_page=True)
     page.set_viewport_size({"width": 360, "height": 780})
     width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 360, f"the page is {width} px wide at a 360 px viewport"
+    sizes = page.evaluate("[innerWidth, document.documentElement.clientWidth]")
+    assert width <= 360, f"the page is {width} px wide at 360 px: {_overflowing(page)} {sizes}"
     page.screenshot(path=ARTIFACTS / "web-360.png", full_page=True)
     assert watched.errors == [] and watched.dialogs == []
 

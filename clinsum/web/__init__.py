@@ -19,16 +19,18 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from .. import digest
+
 STATIC = Path(__file__).resolve().parent / "static"
 
-# The thresholds the charts draw, as issue #10 states them: screening thresholds in mmHg and
-# mg/dL (the page marks a reading beyond them), and the change in risk (0-1 scale) from the
-# earliest visit that counts as meaningful. Screening thresholds, not diagnoses.
+# The digest's thresholds, which the charts draw: the screening thresholds in mmHg and mg/dL
+# beyond which a reading is flagged (BP stage 2, sugar low or high), and the change in risk
+# (0-1 scale) from the earliest visit that counts as meaningful.
 THRESHOLDS = {
-    "systolic": {"high": 140, "crisis": 180},
-    "diastolic": {"high": 90, "crisis": 120},
-    "sugar": {"low": 70, "high": 200, "crisis": 400},
-    "risk_change": 0.10,
+    "systolic": {"high": digest.BP_STAGE2_SYSTOLIC, "crisis": digest.BP_CRISIS_SYSTOLIC},
+    "diastolic": {"high": digest.BP_STAGE2_DIASTOLIC, "crisis": digest.BP_CRISIS_DIASTOLIC},
+    "sugar": {"low": digest.SUGAR_LOW, "high": digest.SUGAR_HIGH, "crisis": digest.SUGAR_CRISIS},
+    "risk_change": digest.RISK_TREND,
 }
 
 # The page and its files change with the package, not per request: let the browser revalidate

@@ -306,7 +306,7 @@ async function loadDigest(patientId) {
   try {
     const result = await call("digest", { patient_id: patientId }).result;
     if (state.patient && state.patient.patient_id === patientId) {
-      state.digest = result.digest || result;
+      state.digest = result.digest;
       renderDigest(state.digest);
     }
   } catch (err) {
@@ -495,8 +495,8 @@ async function check() {
   const text = $("summary-text").value;
   say($("verdict"), "Checking…");
   try {
-    const g = await call("check_summary", { summary_id: state.summary.id, text }).result;
-    renderGrounding(g, text);
+    const { grounding } = await call("check_summary", { summary_id: state.summary.id, text }).result;
+    renderGrounding(grounding, text);
   } catch (err) {
     say($("verdict"), errorText(err), "error");
   }
