@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import aclosing, suppress
 
 from .backends import Backend, LLMError, create_backend
@@ -83,5 +84,44 @@ async def _warm_up(backend: Backend, patient: Patient) -> None:
                 break
 
 
+# A face that starts before loading finishes (stdio answers `initialize` at once; the HTTP
+# face serves /healthz with 503 meanwhile) holds the app as a future of it.
+AppSource = App | asyncio.Future[App]
 
-__all__ = ["build_app"]
+
+def loaded(source: AppSource) -> App | None:
+    """The app if it has finished loading, else None (still loading, or failed)."""
+    if isinstance(source, App):
+        return source
+    if source.done() and not source.cancelled() and source.exception() is None:
+        return source.result()
+    return None
+
+
+def on_loaded(source: AppSource, fn: Callable[[App], None]) -> None:
+    """Call `fn(app)` once the app has loaded (now, if it has); never if loading fails."""
+    if isinstance(source, App):
+        fn(source)
+        return
+
+    def done(future: asyncio.Future[App]) -> None:
+        app = loaded(future)
+        if app is not None:
+            fn(app)
+
+    source.add_done_callback(done)
+
+
+async def wait_loaded(source: AppSource) -> App:
+    """The app, once loaded.
+
+    Raises:
+        StartupError: loading failed; the message says what to change.
+    """
+    if isinstance(source, App):
+        return source
+    # shield: a cancelled request must not cancel the loading every request waits for.
+    return await asyncio.shield(source)
+
+
+__all__ = ["AppSource", "build_app", "loaded", "on_loaded", "wait_loaded"]

@@ -48,6 +48,8 @@ class Config:
     allowed_origins: list[str] = field(default_factory=list)
     allowed_hosts: list[str] = field(default_factory=list)
     show_progress: bool = True
+    stdio: bool = False  # MCP over stdin/stdout instead of the WebSocket port
+    http_port: int | None = None  # the HTTP face (MCP Streamable HTTP, /healthz, /metrics)
 
     def policy(self) -> Policy:
         """The access policy every face shares (token, Origin and Host checks)."""
@@ -81,18 +83,34 @@ def check_access(config: Config) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     p = argparse.ArgumentParser(
         prog="mcp_server.py",
-        description="Clinical patient-summary server: JSON-RPC 2.0 and MCP over WebSocket.",
+        description="Clinical patient-summary server: JSON-RPC 2.0 and MCP over WebSocket, "
+        "MCP over Streamable HTTP (--http-port) or stdio (--stdio).",
         epilog=(
             "examples:\n"
             "  python mcp_server.py                      # ws://127.0.0.1:8765, auto backend\n"
             "  python mcp_server.py --backend embedded --port 9000\n"
             "  python mcp_server.py --host 0.0.0.0 --auth-token s3cret\n"
-            "  python mcp_server.py --chroma-url http://127.0.0.1:8000"
+            "  python mcp_server.py --chroma-url http://127.0.0.1:8000\n"
+            "  python mcp_server.py --http-port 8766             # also MCP over HTTP\n"
+            "  python mcp_server.py --stdio                      # for MCP hosts (Claude, Cursor)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8765; 0 = any)")
+    p.add_argument(
+        "--http-port",
+        type=int,
+        metavar="N",
+        help="also serve HTTP on this port (0 = any): MCP Streamable HTTP at /mcp, /healthz, "
+        "/metrics and the web page",
+    )
+    p.add_argument(
+        "--stdio",
+        action="store_true",
+        help="speak MCP over stdin/stdout (for MCP hosts that start the server); logs go to "
+        "stderr and no WebSocket port is opened",
+    )
     p.add_argument("--data", type=Path, default=Path("patient_data.csv"), help="patients CSV")
     p.add_argument(
         "--summaries",
@@ -175,8 +193,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     for name in ("max_message_bytes", "max_inflight", "max_connections"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if not 0 <= a.port <= 65535:
-        p.error("--port must be between 0 and 65535")
+    for flag, port in (("--port", a.port), ("--http-port", a.http_port)):
+        if port is not None and not 0 <= port <= 65535:
+            p.error(f"{flag} must be between 0 and 65535")
     if a.auth_token is not None and not a.auth_token.strip():
         # `--auth-token "$UNSET"` would otherwise run without authentication, silently.
         p.error("--auth-token must not be empty")
@@ -200,10 +219,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         allow_unauthenticated=a.allow_unauthenticated,
         allowed_origins=a.allowed_origin,
         allowed_hosts=a.allowed_host,
-        show_progress=sys.stderr.isatty(),
+        # A host reading our stderr is no terminal; a progress bar there is only noise.
+        show_progress=sys.stderr.isatty() and not a.stdio,
+        stdio=a.stdio,
+        http_port=a.http_port,
     )
-
-
 
 
 __all__ = ["DEFAULT_PORT", "Config", "StartupError", "check_access", "is_loopback", "parse_args"]

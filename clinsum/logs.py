@@ -10,9 +10,21 @@ from __future__ import annotations
 import logging
 import sys
 
-TAGS = ("WebSocket", "MCP Protocol", "EMBEDDED", "OLLAMA", "CSV", "Search", "Server")
+TAGS = ("WebSocket", "HTTP", "MCP Protocol", "EMBEDDED", "OLLAMA", "CSV", "Search", "Server")
 LEVELS = ("debug", "info", "warning", "error")
-_QUIET = ("websockets", "httpx", "httpcore", "chromadb", "sentence_transformers", "urllib3")
+# The MCP SDK and uvicorn log every request and session at INFO under their own names;
+# our faces log what people watch under the tags above.
+_QUIET = (
+    "websockets",
+    "httpx",
+    "httpcore",
+    "chromadb",
+    "sentence_transformers",
+    "urllib3",
+    "mcp",
+    "uvicorn",
+    "sse_starlette",
+)
 
 
 def setup(level: str = "info") -> None:

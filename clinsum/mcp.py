@@ -122,41 +122,11 @@ def build_dispatcher(app: App) -> Dispatcher:
 
     @d.method("tools/list")
     async def tools_list(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "tools": [
-                {
-                    "name": t.name,
-                    "title": t.title,
-                    "description": t.description,
-                    "inputSchema": t.input_schema(),
-                    "outputSchema": t.output_schema,
-                }
-                for t in TOOLS.values()
-            ]
-        }
+        return {"tools": tool_list()}
 
     @d.method("tools/call")
     async def tools_call(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        name = params.get("name")
-        tool = TOOLS.get(name) if isinstance(name, str) else None
-        if tool is None:
-            raise RPCError(INVALID_PARAMS, f"Unknown tool: {clip(repr(name))}", {"param": "name"})
-        arguments = params.get("arguments", {})
-        if arguments is None:
-            arguments = {}
-        if not isinstance(arguments, dict):
-            raise invalid_params("arguments", "must be an object")
-        try:
-            call.events = mcp_events(call)
-            result = await tool.run(app, call, arguments)
-        except RPCError as exc:
-            # Tool failures (bad arguments included) are results the model can read and fix.
-            return {"content": [{"type": "text", "text": exc.message}], "isError": True}
-        return {
-            "content": [{"type": "text", "text": orjson.dumps(result).decode()}],
-            "structuredContent": result,
-            "isError": False,
-        }
+        return await call_tool(app, call, params.get("name"), params.get("arguments", {}))
 
     @d.on_notification("notifications/initialized")
     async def initialized(session: Session, params: dict[str, Any]) -> None:
@@ -171,6 +141,52 @@ def build_dispatcher(app: App) -> Dispatcher:
             )
 
     return d
+
+
+def tool_list() -> list[dict[str, Any]]:
+    """Every tool as MCP's `tools/list` describes it; the SDK faces publish the same list."""
+    return [
+        {
+            "name": t.name,
+            "title": t.title,
+            "description": t.description,
+            "inputSchema": t.input_schema(),
+            "outputSchema": t.output_schema,
+        }
+        for t in TOOLS.values()
+    ]
+
+
+async def call_tool(app: App, call: Call, name: Any, arguments: Any) -> dict[str, Any]:
+    """Run tool `name` for MCP's `tools/call`; the result is a `CallToolResult` as a dict.
+
+    A face with its own spelling of progress sets `call.events` first (the SDK faces do);
+    otherwise it is spelled as over the WebSocket (`mcp_events`). A failure the model can read
+    and fix (bad arguments, a bad progressToken, unknown patient, busy) is an `isError` result
+    with the same text on every face.
+
+    Raises:
+        RPCError: `name` is not a tool, or `arguments` is not an object (protocol errors).
+        asyncio.CancelledError: the request was cancelled or its client went away.
+    """
+    tool = TOOLS.get(name) if isinstance(name, str) else None
+    if tool is None:
+        raise RPCError(INVALID_PARAMS, f"Unknown tool: {clip(repr(name))}", {"param": "name"})
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise invalid_params("arguments", "must be an object")
+    try:
+        if call.events is None:
+            call.events = mcp_events(call)
+        result = await tool.run(app, call, arguments)
+    except RPCError as exc:
+        return {"content": [{"type": "text", "text": exc.message}], "isError": True}
+    return {
+        "content": [{"type": "text", "text": orjson.dumps(result).decode()}],
+        "structuredContent": result,
+        "isError": False,
+    }
 
 
 def _plain(app: App, tool: Tool) -> Handler:

@@ -36,6 +36,7 @@ from .jsonrpc import (
     RPCError,
     invalid_params,
 )
+from .metrics import Metrics
 from .prompt import STYLES, build_messages, default_style, model_part_done, prefill
 from .records import Patient
 from .search import PatientIndex, SearchError, SearchUnavailable
@@ -213,6 +214,7 @@ class App:
     summaries: OrderedDict[str, Summary] = field(default_factory=OrderedDict)
     known_names: tuple[str, ...] = ()
     max_kept_summaries: int = 1000
+    metrics: Metrics = field(default_factory=Metrics)  # what /metrics reports
     summarizing: dict[int, int] = field(default_factory=dict)  # id(session) -> running count
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _threads: dict[int, list[Any]] = field(default_factory=dict)  # id(session) -> [sem, users]
@@ -281,7 +283,31 @@ class Tool:
         }
 
     async def run(self, app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        return await self.handler(app, call, check_params(self.params, params))
+        """Validate `params`, run the handler, and count the call in `app.metrics`.
+
+        Every face ends here, so this is the one place requests are counted and timed.
+
+        Raises:
+            RPCError: bad params, or a failure the caller can act on (unknown patient, busy...).
+            asyncio.CancelledError: the caller cancelled or went away.
+        """
+        start = time.perf_counter()
+        outcome = "internal_error"
+        try:
+            result = await self.handler(app, call, check_params(self.params, params))
+            outcome = "ok"
+        except RPCError:
+            outcome = "error"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            app.metrics.requests.labels(self.name, outcome).inc()
+        latency = app.metrics.latency(self.name)
+        if latency is not None:
+            latency.observe(time.perf_counter() - start)
+        return result
 
 
 async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -342,6 +368,8 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
         app.background(events.queued(position))
 
     llm_log.info("Starting streaming summary generation for %s...", patient.name)
+    waiting = app.metrics.model_queue
+    waiting.inc()
     try:
         stream = backend.stream(
             build_messages(patient, style, facts),
@@ -353,8 +381,10 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
             async for chunk in stream:
                 if first is None:
                     first = time.perf_counter()
+                    waiting.dec()
                     llm_log.info("Receiving streaming tokens...")
                 count += 1
+                app.metrics.tokens.inc()
                 pieces.append(chunk)
                 await events.token(count, chunk)
                 if count % LOG_EVERY_TOKENS == 0 and llm_log.isEnabledFor(logging.INFO):
@@ -367,6 +397,9 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
     except asyncio.CancelledError:
         llm_log.info("Generation for %s cancelled after %d tokens", patient.name, count)
         raise
+    finally:
+        if first is None:  # never left the queue: failed, cancelled or an empty answer
+            waiting.dec()
     end = time.perf_counter()
     text = "".join(pieces)
     gen_s = end - (first or end)

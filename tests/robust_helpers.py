@@ -136,9 +136,7 @@ async def inprocess(
         store,
         max_inflight=max_inflight,
     )
-    cfg = Config(
-        port=0, data=data, summaries=summaries, max_inflight=max_inflight, **config
-    )
+    cfg = Config(port=0, data=data, summaries=summaries, max_inflight=max_inflight, **config)
     original = ws_face.Transport
     ws_face.Transport = RecordingTransport  # type: ignore[misc]
     try:
@@ -148,6 +146,7 @@ async def inprocess(
             yield Live(f"ws://{host}:{port}", server, app, transport)
     finally:
         ws_face.Transport = original  # type: ignore[misc]
+        await app.backend.aclose()  # the face closes only a backend it built itself
 
 
 async def ws_connect(

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import os
 import logging
+import os
 import secrets
 import socket
 import sys

@@ -175,14 +175,17 @@ class Policy:
                     _clip(hosts[0]),
                 )
         origins = found.get("origin", [])
-        if origins and not self.any_origin:
-            if len(origins) != 1 or origins[0] not in self.origins:
-                return Refusal(
-                    403,
-                    "Origin not allowed (start the server with --allowed-origin ORIGIN)",
-                    "origin",
-                    _clip(", ".join(origins)),
-                )
+        if (
+            origins
+            and not self.any_origin
+            and (len(origins) != 1 or origins[0] not in self.origins)
+        ):
+            return Refusal(
+                403,
+                "Origin not allowed (start the server with --allowed-origin ORIGIN)",
+                "origin",
+                _clip(", ".join(origins)),
+            )
         return None
 
     def _has_token(self, found: dict[str, list[str]]) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -146,12 +147,42 @@ def _peer(ws: ServerConnection) -> str:
     return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
 
 
+def listen(config: Config) -> socket.socket:
+    """Bind the WebSocket port now, before the app loads, so a taken port fails start-up at
+    once and the port is known to the other faces (the page's CSP names it); `running`
+    serves it once the app is ready. Connections made meanwhile wait in the backlog.
+
+    Raises:
+        StartupError: the port cannot be bound.
+    """
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    try:
+        return socket.create_server((config.host.strip("[]"), config.port), family=family)
+    except OSError as exc:
+        raise StartupError(_cannot_listen(config, exc)) from None
+
+
+def _cannot_listen(config: Config, exc: OSError) -> str:
+    return (
+        f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+        " (is another server already running there? pick another --port)"
+    )
+
+
 @asynccontextmanager
 async def running(
-    config: Config, app: App | None = None, policy: Policy | None = None
+    config: Config,
+    app: App | None = None,
+    policy: Policy | None = None,
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[tuple[Server, App]]:
-    """Start the WebSocket face (building the app unless given one) and close it on exit."""
+    """Start the WebSocket face and close it on exit.
+
+    Builds the app unless given one, and then also closes its backend on exit; serves `sock`
+    (from `listen`) if given, else binds `config.host` and `config.port`.
+    """
     check_access(config)
+    owned = app is None
     app = app or await build_app(config)
     policy = policy or config.policy()
     if policy.any_origin:
@@ -160,11 +191,12 @@ async def running(
             "from this server"
         )
     transport = Transport(build_dispatcher(app), config, policy)
+    app.metrics.watch("ws", lambda: len(transport.sessions), lambda: len(transport.sessions))
+    where: dict[str, Any] = {"sock": sock} if sock else {"host": config.host, "port": config.port}
     try:
         server = await serve(
             transport.handle,
-            config.host,
-            config.port,
+            **where,
             select_subprotocol=transport.select_subprotocol,
             process_request=transport.process_request,
             max_size=config.max_message_bytes,
@@ -172,10 +204,7 @@ async def running(
             server_header=None,
         )
     except OSError as exc:
-        raise StartupError(
-            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
-            " (is another server already running there? pick another --port)"
-        ) from None
+        raise StartupError(_cannot_listen(config, exc)) from None
     try:
         yield server, app
     finally:
@@ -184,7 +213,8 @@ async def running(
         server.close(reason="server shutting down")
         with suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 1.5)
-        await app.backend.aclose()
+        if owned:
+            await app.backend.aclose()
 
 
-__all__ = ["Transport", "running"]
+__all__ = ["Transport", "listen", "running"]
