@@ -1,9 +1,10 @@
 """Shared by the browser tests and bench/web_page.py: the page's server and Debian's chromium.
 
-`PageServer` runs, on a thread with its own event loop, the in-process WebSocket face
-(`robust_helpers.inprocess`, with the Ollama backend pointed at a fake whose speed the test
-sets) beside the page's routes under uvicorn, both on free loopback ports. The page's origin
-is allowed the way the HTTP face allows it (`Policy.allow_page`).
+`PageServer` runs, on a thread with its own event loop, the server's own WebSocket face
+(`robust_helpers.inprocess`, with the Ollama backend pointed at a fake whose speed the caller
+sets) and its HTTP face (which serves the page, with its CSP), both on free loopback ports and
+sharing one `Policy`, as `mcp_server.py --http-port` runs them. In-process, so the index is
+loaded once per test run and a benchmark can time the server's sends.
 
 The browser is the system's chromium, never one `playwright install` downloads.
 """
@@ -11,15 +12,12 @@ The browser is the system's chromium, never one `playwright install` downloads.
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
-
-from clinsum import web
+from clinsum.config import Config
+from clinsum.faces import http as http_face
 
 from .robust_helpers import inprocess
 
@@ -59,36 +57,21 @@ class PageServer:
         self.live: Any = None
 
     async def _serve(self, ready: asyncio.Future[None]) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        http_port = sock.getsockname()[1]
         self._stop = asyncio.Event()
         try:
             async with inprocess(*self.args, **self.config) as live:
-                live.transport.policy.allow_page(http_port)
                 ws_port = int(live.url.rsplit(":", 1)[1])
-                app = Starlette(routes=web.routes(ws_port, live.transport.policy.needs_token))
-                server = uvicorn.Server(
-                    uvicorn.Config(app, log_level="warning", lifespan="off", ws="none")
-                )
-                task = asyncio.create_task(server.serve(sockets=[sock]))
-                while not server.started:
-                    if task.done():
-                        task.result()
-                    await asyncio.sleep(0.01)
-                self.live = live
-                self.ws_url = live.url
-                self.url = f"http://127.0.0.1:{http_port}/"
-                ready.set_result(None)
-                await self._stop.wait()
-                server.should_exit = True
-                await task
+                config = Config(port=ws_port, http_port=0)
+                async with http_face.running(config, live.app, live.transport.policy, ws_port) as f:
+                    self.live = live
+                    self.ws_url = live.url
+                    self.url = f"{f.url}/"
+                    ready.set_result(None)
+                    await self._stop.wait()
         except BaseException as exc:
             if not ready.done():
                 ready.set_exception(exc)
             raise
-        finally:
-            sock.close()
 
     def __enter__(self) -> PageServer:
         self._thread.start()

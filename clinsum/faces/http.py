@@ -50,7 +50,10 @@ SHUTDOWN_GRACE_S = 1  # uvicorn's wait for open responses once the sessions are 
 
 def content_security_policy(ws_port: int | None) -> str:
     """The CSP of every response: our own files only; the page may open our WebSocket."""
-    ws = "".join(f" ws://{name}:{ws_port}" for name in sorted(LOOPBACK_NAMES)) if ws_port else ""
+    # Not "[::1]": CSP host-sources cannot be IPv6 literals (Chromium logs the policy as
+    # invalid and ignores that source), so the page is for 127.0.0.1 and localhost.
+    names = sorted(n for n in LOOPBACK_NAMES if not n.startswith("["))
+    ws = "".join(f" ws://{name}:{ws_port}" for name in names) if ws_port else ""
     return (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         f"connect-src 'self'{ws}; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
