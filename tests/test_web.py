@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from clinsum.records import load_patients
 
-from .conftest import DATA
+from .conftest import DATA, ServerProcess, server_args
 from .robust_helpers import OllamaThread
 from .web_helpers import PageServer, launch_chromium
 
@@ -312,3 +315,43 @@ def test_token_prompt(
         watched.errors
     )
     assert len(watched.errors) <= 1
+
+
+def _get(url: str) -> tuple[int, dict[str, str], bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_mcp_server_serves_the_page_without_the_token(
+    web_data: Path, ollama: OllamaThread, tmp_path: Path
+) -> None:
+    """`mcp_server.py --http-port 0 --auth-token T`: the page, its files and /config.json
+    need no token (the data does, on the WebSocket), under the CSP."""
+    args = server_args(web_data, tmp_path / "s.csv", backend="ollama")
+    args += ["--ollama-host", ollama.url, "--http-port", "0", "--auth-token", TOKEN]
+    srv = ServerProcess(args, env={"MCP_AUTH_TOKEN": ""})
+    try:
+        assert srv.wait_for("HTTP face listening on", timeout=60), srv.log
+        base = re.search(r"HTTP face listening on (http://\S+)", srv.log)[1]
+        status, headers, body = _get(base + "/")
+        assert status == 200 and headers["content-type"].startswith("text/html")
+        assert b'<script type="module" src="/static/app.js">' in body
+        csp = headers["content-security-policy"]
+        assert "script-src 'self'" in csp and f"ws://127.0.0.1:{srv.port}" in csp
+        status, _, body = _get(base + "/config.json")
+        config = json.loads(body)
+        assert status == 200 and config["ws_port"] == srv.port and config["auth_required"]
+        for path, kind in (
+            ("/favicon.ico", "image/svg+xml"),
+            ("/static/app.js", "javascript"),
+            ("/static/style.css", "text/css"),
+        ):
+            status, headers, _ = _get(base + path)
+            assert status == 200 and kind in headers["content-type"], path
+        assert _get(base + "/static/%2e%2e/__init__.py")[0] == 404
+        assert _get(base + "/metrics")[0] == 401  # data and stats still need the token
+    finally:
+        srv.stop()
