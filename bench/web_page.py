@@ -3,7 +3,8 @@
     python bench/web_page.py                # prints a Markdown table
     python bench/web_page.py --json out.json
 
-- First paint: `first-contentful-paint` of a fresh load of `/` over loopback (no cache).
+- First paint: `first-contentful-paint` of `/` over loopback, in a new tab (which starts a
+  renderer process) and on a reload with the cache off.
 - Page weight: the bytes of every response the load fetched (page, scripts, style, favicon,
   /config.json), as the HTTP face sent them.
 - Token to DOM: for each `stream_token`, from the server's send (the clock read just before
@@ -60,9 +61,17 @@ def _connected(page: Any) -> None:
     page.locator("#conn", has_text="Connected").wait_for()
 
 
-def first_paints(browser: Any, url: str) -> tuple[list[float], int, list[str]]:
-    """First-contentful-paint of N_LOADS fresh loads; the bytes and files of the last one."""
-    paints: list[float] = []
+def _fcp(page: Any) -> float:
+    return float(
+        page.evaluate("performance.getEntriesByName('first-contentful-paint')[0].startTime")
+    )
+
+
+def first_paints(browser: Any, url: str) -> dict[str, Any]:
+    """First-contentful-paint of N_LOADS loads in a new tab each (a new renderer process,
+    as a user opening the page gets) and of N_LOADS reloads with the cache off (the page's
+    own cost); the bytes and files of a load."""
+    new_tab: list[float] = []
     sizes: dict[str, int] = {}
     for i in range(N_LOADS + 1):  # the first load warms chromium up and is not counted
         context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -71,13 +80,24 @@ def first_paints(browser: Any, url: str) -> tuple[list[float], int, list[str]]:
         page.on("response", lambda r: sizes.__setitem__(r.url, len(r.body())))
         page.goto(url, wait_until="load")
         _connected(page)
-        fcp = page.evaluate(
-            "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null"
-        )
         if i:
-            paints.append(float(fcp))
+            new_tab.append(_fcp(page))
         context.close()
-    return paints, sum(sizes.values()), sorted(u.removeprefix(url.rstrip("/")) for u in sizes)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.context.new_cdp_session(page).send("Network.setCacheDisabled", {"cacheDisabled": True})
+    page.goto(url)
+    reload: list[float] = []
+    for _ in range(N_LOADS):
+        page.reload(wait_until="load")
+        _connected(page)
+        reload.append(_fcp(page))
+    page.close()
+    return {
+        "first_paint_new_tab_ms": summary(new_tab),
+        "first_paint_reload_ms": summary(reload),
+        "page_weight_bytes": sum(sizes.values()),
+        "files": sorted(u.removeprefix(url.rstrip("/")) for u in sizes),
+    }
 
 
 def token_to_dom(browser: Any, url: str) -> list[float]:
@@ -115,28 +135,32 @@ def measure() -> dict[str, Any]:
     ):
         browser = launch_chromium(p)
         log(f"page at {srv.url}; {N_LOADS} loads")
-        paints, weight, files = first_paints(browser, srv.url)
+        loads = first_paints(browser, srv.url)
         log(f"{N_SUMMARIES} summaries of {TOKENS} tokens at {TPS} tok/s")
         delays = token_to_dom(browser, srv.url)
         browser.close()
     return {
-        "first_paint_ms": summary(paints),
-        "page_weight_bytes": weight,
+        **loads,
         "static_files_bytes": sum(f.stat().st_size for f in static.iterdir()),
-        "files": files,
         "token_to_dom_ms": summary(delays),
         "chromium": "/usr/bin/chromium",
     }
 
 
 def render(r: dict[str, Any]) -> str:
-    fp, td = r["first_paint_ms"], r["token_to_dom_ms"]
+    tab, reload, td = (
+        r["first_paint_new_tab_ms"],
+        r["first_paint_reload_ms"],
+        r["token_to_dom_ms"],
+    )
     return "\n".join(
         [
             "| figure | median | p95 | target |",
             "| --- | --- | --- | --- |",
-            f"| first paint, fresh load (ms, n={fp['n']}) | {fp['median']:.0f} | "
-            f"{fp['p95']:.0f} | ≤ 300 |",
+            f"| first paint, new tab (ms, n={tab['n']}) | {tab['median']:.0f} | "
+            f"{tab['p95']:.0f} | ≤ 300 |",
+            f"| first paint, reload with the cache off (ms, n={reload['n']}) | "
+            f"{reload['median']:.0f} | {reload['p95']:.0f} | ≤ 300 |",
             f"| page weight, every response of a load (KB) | {r['page_weight_bytes'] / 1024:.1f}"
             " | | ≤ 200 |",
             f"| server send of a token → DOM update (ms, n={td['n']}) | {td['median']:.1f} | "
@@ -154,7 +178,7 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     ok = (
-        results["first_paint_ms"]["median"] <= 300
+        results["first_paint_new_tab_ms"]["median"] <= 300
         and results["page_weight_bytes"] <= 200 * 1024
         and results["token_to_dom_ms"]["p95"] <= 50
     )
