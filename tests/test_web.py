@@ -191,6 +191,8 @@ def test_full_flow(
     summarize = page.get_by_role("button", name="Summarize")
     cancel = page.locator("#cancel")
     expect(cancel).to_be_hidden()
+    completed = ollama.fake.streams_completed
+    hung_up = ollama.fake.streams_closed_by_client
     summarize.click()
     expect(cancel).to_be_visible()
     expect(cancel).to_be_enabled()
@@ -201,7 +203,9 @@ def test_full_flow(
     deadline = time.monotonic() + 10
     while ollama.fake.open_streams and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert ollama.fake.open_streams == 0, "the model kept generating after Cancel"
+    assert ollama.fake.open_streams == 0
+    assert ollama.fake.streams_completed == completed, "the model kept generating after Cancel"
+    assert ollama.fake.streams_closed_by_client == hung_up + 1
 
     # Summarize: the raw text grows in the live region from the first token on.
     summarize.click()
