@@ -188,6 +188,7 @@ function readings(p) {
 
 async function openPatient(id) {
   const status = $("search-status");
+  cancel(); // a summary still being written belongs to the patient being left
   try {
     const { patient } = await call("fetch", { patient_id: id }).result;
     state.patient = patient;
@@ -333,7 +334,7 @@ function renderDigest(d, message) {
     flag: v.flagged,
   })));
   list("Trends", (d.trends || []).map((tr) => ({
-    text: `${tr.measure} ${tr.direction}: ${tr.points.map((pt) => `${pt.value} (${pt.date})`).join(" → ")}`
+    text: `${tr.measure} ${tr.direction}: ${tr.points.map((pt) => `${pt.value} (${pt.date})`).join(" → ")}${tr.unit ? ` ${tr.unit}` : ""}`
       + `${tr.meaningful ? " — meaningful" : ""}${tr.latest_step && tr.latest_step !== "flat" ? `, latest step ${tr.latest_step}` : ""}`,
     flag: tr.meaningful,
   })));
@@ -390,7 +391,8 @@ async function summarize() {
       const rate = firstModel && secs > 0 ? (tokens - 2) / secs : 0;
       say(status, `Writing: ${tokens} tokens · ${rate.toFixed(1)} tok/s`);
     } else if (method === "stream_queued") {
-      say(status, `Queued: position ${params.position} in line for the model`);
+      const n = params.position;
+      say(status, `Queued: waiting for the model behind ${n} other request${n === 1 ? "" : "s"}`);
     }
   };
   say(status, "Asking the model…");
