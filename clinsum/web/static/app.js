@@ -197,7 +197,8 @@ async function openPatient(id) {
     resetSummary();
     const section = $("patient");
     section.hidden = false;
-    section.focus();
+    section.focus({ preventScroll: true }); // keyboard and screen reader users land here
+    section.scrollIntoView({ block: "start" });
     loadDigest(patient.patient_id);
   } catch (err) {
     say(status, errorText(err), "error");
