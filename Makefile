@@ -44,8 +44,10 @@ stress: setup                        ## the full-size fuzz, kill-loop and concur
 bench: setup                         ## benchmarks; writes bench/results.md and .json
 	$(PY) bench/run.py
 
-eval: setup                          ## grounding report over every patient
-	$(PY) -m clinsum.evaluate --data $(DATA)
+REALISTIC ?= tests/data/synthea_patients.csv
+
+eval: setup                          ## summary figures over our patients and the Synthea file
+	$(PY) -m clinsum.evaluate --data $(DATA) --data $(REALISTIC)
 
 data: setup                          ## regenerate patient_data.csv (seeded: same file)
 	$(PY) -m clinsum.datagen --out patient_data.csv --n 100 --seed 42

@@ -529,14 +529,21 @@ async def bench_search(
 
 async def direct_stream(backend: Any, patient: Any, max_tokens: int) -> tuple[list[float], float]:
     """Chunk arrival times from `backend.stream` called in-process, and its start time."""
-    from clinsum.prompt import build_messages, prefill
+    from clinsum.prompt import build_messages, default_style, model_part_done, prefill
 
-    times = []
+    # The server's path: the backend's default style, and the strict style's one sentence.
+    style = default_style(backend.name)
+    times, text = [], ""
     start = time.perf_counter()
-    gen = backend.stream(build_messages(patient), prefill(patient), max_tokens=max_tokens)
+    gen = backend.stream(
+        build_messages(patient, style), prefill(patient, style), max_tokens=max_tokens
+    )
     async with contextlib.aclosing(gen):
-        async for _ in gen:
+        async for chunk in gen:
             times.append(time.perf_counter())
+            text += chunk
+            if model_part_done(style, text):
+                break
     return times, start
 
 

@@ -1,7 +1,15 @@
 """Seeded generator of synthetic patients, so demos, tests and benchmarks share one data set.
 
-Every random choice goes through one `random.Random(seed)` and nothing iterates over a set,
-so the same seed gives a byte-identical CSV on any machine. Conditions come from
+Every random choice goes through seeded `random.Random` streams and nothing iterates over a
+set, so the same seed gives a byte-identical CSV on any machine.
+
+Two streams. The main one draws each patient and a draft of the visits exactly as the first
+version of this generator drew them, so every patient keeps the id, name, age, gender and
+conditions that tests and ground-truth lists refer to. A second stream per patient turns the
+draft into a chart that reads like one (`_chart`): medications carry over from visit to visit
+and change rarely, each change for a reason the visit's note gives; blood sugar and blood
+pressure move from the first visit towards today's values only where the patient's conditions
+make them move (diabetes, hypertension), and the outcome follows what happened. Conditions come from
 `vocab.CONDITIONS` and each patient's symptoms, drugs and visit notes are drawn only from the
 conditions that patient has: a search for "asthma" must not be fooled by a note that mentions
 asthma for a patient who does not have it.
@@ -22,6 +30,8 @@ from pathlib import Path
 
 from clinsum.records import COLUMNS
 from clinsum.vocab import CONDITIONS
+
+LABEL_TO_KEY = {c.label: key for key, c in CONDITIONS.items()}
 
 # A fixed "today", so that visit dates do not depend on when the generator runs.
 REFERENCE_DATE = dt.date(2025, 6, 30)
@@ -270,6 +280,8 @@ def _note(
 
 
 def _visits(rng: random.Random, age: int, conditions: list[str]) -> list[dict]:
+    """The draft history (see the module docstring): its dates, symptoms, conditions known at
+    each visit, first readings and candidate drugs are kept; the rest is redrawn by `_chart`."""
     count = rng.randint(1, 4)
     offsets = sorted(rng.sample(range(14, VISIT_WINDOW_DAYS), count), reverse=True)
     visits = []
@@ -311,6 +323,150 @@ def _unique_name(rng: random.Random, first_names: Sequence[str], used: set[str])
             return name
 
 
+# How often a visit changes the treatment when nothing forces it, and how often the latest
+# visit's plan changes it before today (the "changes since the latest visit" of the digest).
+CHANGE_AT_VISIT = 0.15
+CHANGE_AFTER_LATEST = 0.3
+# Why a drug changes, by what changes; the note states it. No condition is named here, so a
+# note never mentions a condition the patient lacks.
+REASONS = {
+    "dose up": ("as readings remain above target", "for better control"),
+    "dose down": ("because of side effects", "as readings are on target"),
+    "switch": ("because of side effects", "at the patient's request", "for better control"),
+}
+
+
+def _drug(entry: str) -> str:
+    return next(d for d in sorted(DOSES, key=len, reverse=True) if entry.startswith(d + " "))
+
+
+def _change(
+    h: random.Random, regimen: dict[str, str], conditions: Sequence[str]
+) -> tuple[dict[str, str], str] | None:
+    """One change of treatment and the note's sentence for it, or None if none is possible."""
+    options = []
+    for drug, entry in regimen.items():
+        doses = DOSES[drug]
+        now = entry[len(drug) + 1 :]
+        i = doses.index(now) if now in doses else 0
+        if i + 1 < len(doses):
+            options.append(("dose up", drug, f"{drug} {doses[i + 1]}"))
+        if i > 0:
+            options.append(("dose down", drug, f"{drug} {doses[i - 1]}"))
+        treating = [c for c in conditions if drug in CONDITIONS[c].medications]
+        alternatives = [d for c in treating for d in CONDITIONS[c].medications if d not in regimen]
+        if alternatives:
+            options.append(("switch", drug, alternatives[0]))
+    if not options:
+        return None
+    kind, drug, new = h.choice(options)
+    reason = h.choice(REASONS[kind])
+    changed = dict(regimen)
+    if kind == "switch":
+        del changed[drug]
+        changed[new] = f"{new} {h.choice(DOSES[new])}"
+        return changed, f"{drug} switched to {new} {reason}."
+    changed[drug] = new
+    verb = "increased" if kind == "dose up" else "reduced"
+    return changed, f"{drug} {verb} to {new[len(drug) + 1 :]} {reason}."
+
+
+def _path(h: random.Random, start: float, end: float, fraction: float, wobble: float) -> float:
+    return start + (end - start) * fraction + h.uniform(-wobble, wobble)
+
+
+def _chart(h: random.Random, draft: list[dict], row: dict) -> tuple[list[dict], str]:
+    """The draft made into a chart (module docstring); returns it and today's medications."""
+    now_sys, now_dia = (int(x) for x in row["current_bp"].split("/"))
+    now_sugar, now_risk = row["current_sugar"], float(row["risk_score"])
+    first = draft[0]
+    diabetic = "Diabetes" in row["medical_history"]
+    hypertensive = "Hypertension" in row["medical_history"]
+    # Only the conditions that drive a measure make it travel; otherwise it stays near today's.
+    start_sugar = first["sugar"] if diabetic else now_sugar + h.randint(-8, 8)
+    start_sys = int(first["bp"].split("/")[0]) if hypertensive else now_sys + h.randint(-6, 6)
+    start_risk = first["risk_score"]
+    days = [dt.date.fromisoformat(v["date"]).toordinal() for v in draft]
+    span = REFERENCE_DATE.toordinal() - days[0] or 1
+    regimen: dict[str, str] = {}
+    chart = []
+    previous: dict | None = None
+    for i, v in enumerate(draft):
+        known_keys = [LABEL_TO_KEY[label] for label in v["history"].split(", ")]
+        notes: list[str] = []
+        if i == 0:
+            regimen = {_drug(e): e for e in v["medications"].split(", ")}
+        else:
+            for entry in v["medications"].split(", "):
+                drug = _drug(entry)
+                treats = [c for c in known_keys if drug in CONDITIONS[c].medications]
+                new_condition = treats and not any(
+                    d in CONDITIONS[c].medications for c in treats for d in regimen
+                )
+                if new_condition and drug not in regimen:
+                    regimen[drug] = entry
+                    label = CONDITIONS[treats[0]].label
+                    notes.append(f"{drug} started for newly diagnosed {_lower(label)}.")
+            if not notes and h.random() < CHANGE_AT_VISIT:
+                changed = _change(h, regimen, known_keys)
+                if changed:
+                    regimen, sentence = changed
+                    notes.append(sentence)
+        fraction = (days[i] - days[0]) / span
+        sugar = round(_path(h, start_sugar, now_sugar, fraction, 6))
+        sugar = max(130, sugar) if "diabetes" in known_keys else min(max(72, sugar), 118)
+        systolic = round(_path(h, start_sys, now_sys, fraction, 3))
+        diastolic = min(now_dia + h.randint(-4, 4), systolic - 25)
+        risk = round(min(max(_path(h, start_risk, now_risk, fraction, 0.01), 0.01), 0.99), 3)
+        bp = f"{systolic}/{diastolic}"
+        if notes:
+            outcome = "Medication adjusted"
+        elif previous and (
+            (diabetic and sugar - previous["sugar"] >= 20)
+            or (hypertensive and systolic - int(previous["bp"].split("/")[0]) >= 10)
+        ):
+            outcome = "Worsened"
+        elif previous and risk < previous["risk_score"] - 0.03:
+            outcome = "Improved"
+        else:
+            outcome = h.choice(("Stable", "Stable", "Referred to specialist"))
+        visit = dict(v, bp=bp, sugar=sugar, risk_score=risk, outcome=outcome)
+        visit["medications"] = ", ".join(regimen.values())
+        visit["notes"] = _chart_note(h, v, known_keys, bp, sugar, notes)
+        chart.append(visit)
+        previous = visit
+    today = dict(regimen)
+    if h.random() < CHANGE_AFTER_LATEST:
+        changed = _change(h, regimen, [LABEL_TO_KEY[c] for c in row["medical_history"].split(", ")])
+        if changed:
+            today, sentence = changed
+            chart[-1]["notes"] += f" Plan: {sentence[0].lower()}{sentence[1:]}"
+            chart[-1]["outcome"] = "Medication adjusted"
+    return chart, ", ".join(today.values())
+
+
+def _lower(label: str) -> str:
+    return label if label.isupper() else label.lower()
+
+
+def _chart_note(
+    h: random.Random, v: dict, known: Sequence[str], bp: str, sugar: int, changes: list[str]
+) -> str:
+    """Like `_note`, with this visit's readings and its changes of treatment and their reasons."""
+    named = " and ".join(_lower(label) for label in _labels(known[:2]))
+    parts = [h.choice((f"Follow-up for {named}.", f"Routine review of {named}."))]
+    if v["symptoms"]:
+        parts.append(f"Reports {v['symptoms'].split(', ')[0]}.")
+    if "hypertension" in known:
+        above = int(bp.split("/")[0]) >= 140
+        parts.append(f"Blood pressure {bp}, {'above' if above else 'at'} target.")
+    if "diabetes" in known:
+        parts.append(f"Glucose {sugar} mg/dL.")
+    parts += changes or ["Medications continued."]
+    parts.append(h.choice(PLANS))
+    return " ".join(parts)
+
+
 def generate(n: int, seed: int) -> list[dict]:
     """`n` patients as CSV-ready rows (strings and ints), ids 1..n, deterministic in `seed`."""
     if n < 1:
@@ -328,22 +484,24 @@ def generate(n: int, seed: int) -> list[dict]:
         bp = _bp(rng, "hypertension" in conditions)
         sugar = _sugar(rng, "diabetes" in conditions)
         base, risk = _scores(rng, age, len(conditions), bp, sugar)
-        rows.append(
-            {
-                "patient_id": pid,
-                "name": name,
-                "age": age,
-                "gender": gender,
-                "current_symptoms": ", ".join(symptoms),
-                "current_bp": bp,
-                "current_sugar": sugar,
-                "base_score": f"{base:.3f}",
-                "risk_score": f"{risk:.3f}",
-                "medical_history": ", ".join(_labels(conditions)),
-                "current_medications": ", ".join(_medications(rng, conditions).values()),
-                "visit_history": json.dumps(_visits(rng, age, conditions), ensure_ascii=False),
-            }
-        )
+        row = {
+            "patient_id": pid,
+            "name": name,
+            "age": age,
+            "gender": gender,
+            "current_symptoms": ", ".join(symptoms),
+            "current_bp": bp,
+            "current_sugar": sugar,
+            "base_score": f"{base:.3f}",
+            "risk_score": f"{risk:.3f}",
+            "medical_history": ", ".join(_labels(conditions)),
+            # Drawn to keep the main stream as it was; today's drugs come from the chart.
+            "current_medications": ", ".join(_medications(rng, conditions).values()),
+        }
+        draft = _visits(rng, age, conditions)
+        chart, row["current_medications"] = _chart(random.Random(f"{seed}/{pid}"), draft, row)
+        row["visit_history"] = json.dumps(chart, ensure_ascii=False)
+        rows.append(row)
     return rows
 
 

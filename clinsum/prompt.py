@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .digest import Digest, Trend, digest, drug_name
 from .grounding.course import ESCALATION
+from .vocab import find_concepts
 
 if TYPE_CHECKING:
     from .records import Patient
@@ -43,6 +44,10 @@ MODEL_HEADING = "Recommendation: continue"
 # path takes one sentence from it.
 _SENTENCE_DONE = re.compile(r"[.!?](?:\s|$)")
 
+MAX_LISTED = 4  # conditions named in one sentence; see _some
+_COUNTS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_NEGATING = re.compile(r"\b(?:without|no|not|non)\b", re.I)
+_NOTHING = frozenset({"none", "n/a", "na", "nil", "no known history", "unknown"})
 _GENDER_WORDS = {"f": "female", "m": "male"}
 _VITAL_WORDS = {
     # category -> how the summary says it; flag words only where the digest flags the value
@@ -72,6 +77,11 @@ def _gender(patient: Patient) -> str:
     return _GENDER_WORDS.get(word, word)
 
 
+def _present(items: list[str] | tuple[str, ...]) -> list[str]:
+    """Entries that say something: "none" is a way of writing an empty list."""
+    return [i for i in items if i.strip().lower() not in _NOTHING]
+
+
 def _listing(items: list[str] | tuple[str, ...]) -> str:
     """Items as prose ("a, b and c"), lower-cased but for acronyms such as COPD."""
     words = [" ".join(w if w.isupper() else w.lower() for w in item.split()) for item in items]
@@ -87,9 +97,25 @@ def _value(trend: Trend, value: float, scale: float) -> str:
 # --- the record's sentences (strict prefill; facts for the narrative prompt) -----------------
 
 
+def _some(items: list[str] | tuple[str, ...], noun: str) -> str:
+    """At most MAX_LISTED items in prose; the rest counted. Chronic conditions the vocabulary
+    knows (hypertension, diabetes...) come first: a Synthea chart lists 15 or 20 entries,
+    most of them past colds and sprains, and a summary of 120 words cannot carry them all."""
+    # An entry with a negation ("migraine without aura") goes last, where it cannot seem to
+    # deny the entries after it.
+    ordered = sorted(items, key=lambda i: (bool(_NEGATING.search(i)), not find_concepts(i)))
+    shown, rest = ordered[:MAX_LISTED], len(ordered) - MAX_LISTED
+    if rest <= 0:
+        return _listing(shown)
+    # In words: a count is not a value of the record, and the check would ask where it is from.
+    more = _COUNTS[rest] if rest < len(_COUNTS) else f"more than {_COUNTS[-1]}"
+    noun = noun if rest > 1 else noun.removesuffix("s")
+    return f"{', '.join(_listing([x]) for x in shown)} and {more} other {noun}"
+
+
 def _identity(patient: Patient) -> str:
-    conditions = _listing(patient.conditions()) or "no recorded conditions"
-    symptoms = _listing(patient.symptoms())
+    conditions = _some(_present(patient.conditions()), "conditions") or "no recorded conditions"
+    symptoms = _listing(_present(patient.symptoms()))
     presenting = f", presenting with {symptoms}" if symptoms else ", with no current symptoms"
     article = "an" if str(patient.age).startswith("8") or patient.age in (11, 18) else "a"
     return (
@@ -100,19 +126,15 @@ def _identity(patient: Patient) -> str:
 
 def _visits(d: Digest) -> str:
     if d.latest is None:
-        return "There are no earlier visits on record."
+        return "No earlier visits are on record."
     outcome = d.latest.outcome.strip().rstrip(".")
     # The outcome's own words may escalate ("Admitted for observation"); without a crisis
     # value now, the summary names the latest visit by its date alone.
-    said = (
-        f" ({outcome.lower()})" if outcome and (d.crisis or not ESCALATION.search(outcome)) else ""
-    )
+    shown = outcome and (d.crisis or not ESCALATION.search(outcome))
+    said = f" (latest: {outcome.lower()})" if shown else ""
     if d.visits == 1:
-        return f"The only earlier visit was on {d.latest.date}{said}."
-    return (
-        f"The record has {d.visits} visits from {d.first_date} to {d.latest.date}; "
-        f"the latest was on {d.latest.date}{said}."
-    )
+        return f"One earlier visit, on {d.latest.date}{said}."
+    return f"{d.visits} visits from {d.first_date} to {d.latest.date}{said}."
 
 
 def _vitals(d: Digest) -> str:
@@ -139,7 +161,7 @@ def _trends(d: Digest, scale: float) -> list[str]:
     meaningful = d.meaningful_trends
     out = [_trend_sentence(t, scale) for t in meaningful]
     quiet = [t.measure for t in d.trends if not t.meaningful]
-    if quiet and d.first_date:
+    if quiet and d.first_date and not meaningful:
         out.append(f"{_listing(quiet).capitalize()} changed little since {d.first_date}.")
     return out
 
@@ -167,10 +189,11 @@ def _listing_plain(parts: list[str]) -> str:
 
 
 def _new_conditions(d: Digest) -> str:
-    if not d.new_conditions:
+    new = _present(d.new_conditions)
+    if not new:
         return ""
-    verb = "was" if len(d.new_conditions) == 1 else "were"
-    return f"{_listing(d.new_conditions).capitalize()} {verb} recorded after the first visit."
+    verb = "was" if len(new) == 1 else "were"
+    return f"{_some(new, 'conditions').capitalize()} {verb} recorded after the first visit."
 
 
 def record_sentences(patient: Patient, d: Digest | None = None) -> str:

@@ -433,16 +433,13 @@ class Screen:
             self.console.out("")
             raise
 
-    async def ask_choice(self, prompt: str, choices: dict[str, str]) -> str:
+    async def ask_choice(self, prompt: str, choices: dict[str, str], hint: str) -> str:
         """One of `choices` (a typed word -> its meaning), asked until the answer is one."""
         while True:
             answer = (await self.ask(prompt)).lower()
             if answer in choices:
                 return choices[answer]
-            self.warn(
-                f"Please answer {'/'.join(sorted(set(choices) - set(choices.values())))} "
-                f"(got {answer!r})."
-            )
+            self.warn(f"Please answer {hint} (got {answer!r}).")
 
     async def ask_yes_no(self, prompt: str) -> bool:
         while True:
@@ -734,7 +731,9 @@ async def offer_save(screen: Screen, client: Client, result: dict[str, Any]) -> 
     text, grounding = result["summary"], result["grounding"]
     while True:
         answer = await screen.ask_choice(
-            f"Save this summary to {SUMMARIES_FILE}? (y/n/e = edit): ", SAVE_CHOICES
+            f"Save this summary to {SUMMARIES_FILE}? (y/n/e = edit): ",
+            SAVE_CHOICES,
+            "y, n or e (edit)",
         )
         if answer == "n":
             screen.info("Not saved.")

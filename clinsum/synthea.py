@@ -132,7 +132,8 @@ def _age(birth: dt.date, on: dt.date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
-def _scores(age: int, active: int, systolic: int, diastolic: int, glucose: int | None
+def _scores(
+    age: int, active: int, systolic: int, diastolic: int, glucose: int | None
 ) -> tuple[float, float]:
     """(base, risk): age and active conditions, then raised for high BP, high glucose."""
     base = min(0.95, 0.02 + 0.005 * age + 0.04 * active)

@@ -68,8 +68,8 @@ async def collect(stream: AsyncIterator[str]) -> list[str]:
 # --- prompt ---------------------------------------------------------------------------------
 
 
-def test_prompt_gives_the_facts_in_order_and_prefill_starts_with_the_name() -> None:
-    system, user = MESSAGES
+def test_narrative_prompt_gives_the_facts_in_order() -> None:
+    system, user = build_messages(JANET, "narrative")
     assert (system["role"], user["role"]) == ("system", "user")
     labels = [
         "Name",
@@ -81,24 +81,30 @@ def test_prompt_gives_the_facts_in_order_and_prefill_starts_with_the_name() -> N
         "Medical history",
         "Current medications",
         "Risk score",
-        "Last visit outcome",
+        "Trends since the first visit",
+        "Flagged values",
+        "Medication changes since the latest visit",
+        "Latest visit",
     ]
     positions = [user["content"].index(f"{label}: ") for label in labels]
     assert positions == sorted(positions)
-    for fact in ("Janet Torres", "152/94 mmHg", "182 mg/dL", "78%", "Referred to cardiology"):
+    for fact in ("Janet Torres", "152/94 mmHg (stage 2)", "182 mg/dL", "Referred to cardiology"):
         assert fact in user["content"]
-    assert PREFILL.startswith("Janet Torres is a 67-year-old female")
+    assert prefill(JANET, "narrative") == "Janet Torres"
 
 
-def test_prefill_is_a_first_sentence_in_the_records_words() -> None:
+def test_strict_prefill_is_the_records_words_then_the_models_heading() -> None:
     assert PREFILL == (
         "Janet Torres is a 67-year-old female with hypertension and type 2 diabetes, presenting "
-        "with chest pain and shortness of breath, a blood pressure of 152/94 mmHg, a blood "
-        "sugar of 182 mg/dL and a risk score of 78%. Recommendation:"
+        "with chest pain and shortness of breath. 2 visits from 2024-03-02 to 2024-09-14 "
+        "(latest: referred to cardiology). Blood pressure 152/94 mmHg is high (stage 2). Blood "
+        "sugar 182 mg/dL is above target. Blood sugar, systolic blood pressure and risk score "
+        "changed little since 2024-03-02. Since the latest visit: metformin started. "
+        "Type 2 diabetes was recorded after the first visit. Recommendation: continue"
     )
     other = replace(JANET, age=81, gender="M", medical_history="COPD", current_symptoms="")
     assert prefill(other).startswith(
-        "Janet Torres is an 81-year-old male with COPD, with no current symptoms, a blood"
+        "Janet Torres is an 81-year-old male with COPD, with no current symptoms. 2 visits"
     )
 
 

@@ -34,7 +34,7 @@ STEP_TIMEOUT = 90  # generous for a shared 2-core machine; a passing step takes 
 SPAWN_TIMEOUT = 240
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 PROMPT_ID = "Enter patient ID"
-SAVE_PROMPT = r"Save this summary to patient_summaries\.csv\? \(y/n\): "
+SAVE_PROMPT = r"Save this summary to patient_summaries\.csv\? \(y/n/e = edit\): "
 MENU_PROMPT = r"Choose 1-5 or q: "
 
 
@@ -98,8 +98,11 @@ def slow(
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def spawn(script: str, *args: str, plain: bool = False) -> pexpect.spawn:
-    env = {k: v for k, v in os.environ.items() if k not in {"NO_COLOR", "MCP_AUTH_TOKEN"}}
+def spawn(script: str, *args: str, plain: bool = False, editor: str | None = None) -> pexpect.spawn:
+    drop = {"NO_COLOR", "MCP_AUTH_TOKEN", "VISUAL", "EDITOR"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    if editor:
+        env["EDITOR"] = editor
     env["TERM"] = "xterm-256color"
     if plain:
         env["NO_COLOR"] = "1"
@@ -218,7 +221,7 @@ def test_demo_reasks_bad_input_and_no_saves_nothing(server: ServerProcess) -> No
     child.sendline("7")
     child.expect(SAVE_PROMPT)
     child.sendline("maybe")
-    child.expect("Please answer y or n")
+    child.expect(r"Please answer y, n or e \(edit\)")
     child.expect(SAVE_PROMPT)
     child.sendline("n")
     child.expect("Not saved")
@@ -310,6 +313,60 @@ def test_session_two_patients_saved_and_listed(server: ServerProcess) -> None:
     for pid, name in names.items():
         assert saved[pid]["name"] == name
         assert name in listing
+
+
+def test_session_edit_in_editor_rechecks_then_saves_the_edit(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """`e` opens $EDITOR on the draft as `git commit` does; the verdict on the edit comes
+    before the save question, and the row holds the edited text with edited=true."""
+    editor = tmp_path / "edit.sh"
+    script = "sed -i 's/Recommendation: .*/Recommendation: review diet and exercise./' \"$1\""
+    editor.write_text(f"#!/bin/sh\n{script}\n")
+    editor.chmod(0o755)
+    child = spawn("mcp_client.py", "--url", server.url, *MAX_TOKENS, editor=str(editor))
+    child.expect(MENU_PROMPT)
+    child.sendline("3")
+    child.expect(PROMPT_ID)
+    child.sendline("12")
+    child.expect("Digest")
+    child.expect(SAVE_PROMPT)
+    child.sendline("e")
+    child.expect("Edited summary:")
+    child.expect("All facts supported by the record")
+    child.expect(SAVE_PROMPT)
+    child.sendline("y")
+    child.expect("Summary saved")
+    child.expect(MENU_PROMPT)
+    child.sendline("q")
+    code, _ = finish(child)
+    assert code == 0
+    row = rows(server.summaries)["12"]
+    assert row["summary"].endswith("Recommendation: review diet and exercise.")
+    assert row["edited"] == "true" and row["grounded"] == "true"
+
+
+def test_demo_inline_edit_naming_another_patient_is_flagged(server: ServerProcess) -> None:
+    """Without $VISUAL or $EDITOR the edit is one typed line; a wrong name is shown as
+    unsupported and saving it needs the explicit second yes."""
+    child = spawn("interactive_streaming_demo.py", "--url", server.url, "--no-spawn", *MAX_TOKENS)
+    search(child, "asthma")
+    child.expect(PROMPT_ID)
+    child.sendline("7")
+    child.expect(SAVE_PROMPT)
+    child.sendline("e")
+    child.expect("Type the new summary on one line")
+    child.sendline("Lauren Daniels has asthma.")  # patient 2's name
+    child.expect(r"claim\(s\) not supported by the record")
+    child.expect("name 'Lauren Daniels'")
+    child.expect(SAVE_PROMPT)
+    child.sendline("y")
+    child.expect(r"Save it anyway.*\(y/n\): ")
+    child.sendline("n")
+    child.expect("Not saved")
+    code, _ = finish(child)
+    assert code == 0
+    assert "7" not in rows(server.summaries)
 
 
 def test_session_ctrl_c_mid_stream_returns_to_menu(slow: ServerProcess) -> None:

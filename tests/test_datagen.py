@@ -4,6 +4,7 @@ consistent (nothing in a record names a condition the patient does not have)."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import statistics
 import subprocess
@@ -156,3 +157,45 @@ def test_bad_n() -> None:
         text=True,
     )
     assert result.returncode == 2 and "--n must be at least 1" in result.stderr
+
+
+def test_patients_keep_the_identity_of_the_first_generator(rows) -> None:
+    """Other files (ground-truth ids per condition) name these patients; the chart rewrite
+    must not move them. Spot values from the file as first committed."""
+    by_id = {r["patient_id"]: r for r in rows}
+    assert [by_id[i][k] for i in (1, 6) for k in ("name", "age", "gender")] == [
+        *("Michael Harrison", 46, "Male", "Kathleen Murray", 54, "Female")
+    ]
+    assert by_id[6]["medical_history"] == "Diabetes, High cholesterol"
+    assert by_id[2]["medical_history"] == "COPD, Heart failure"
+
+
+def test_medications_carry_over_and_each_change_has_its_reason(rows) -> None:
+    transitions = changes = 0
+    for r in rows:
+        visits = json.loads(r["visit_history"])
+        for before, after in itertools.pairwise(visits):
+            transitions += 1
+            if before["medications"] != after["medications"]:
+                changes += 1
+                gone = set(before["medications"].split(", ")) - set(
+                    after["medications"].split(", ")
+                )
+                new = set(after["medications"].split(", ")) - set(before["medications"].split(", "))
+                for entry in gone | new:
+                    drug = datagen._drug(entry)
+                    assert drug in after["notes"], (r["patient_id"], entry, after["notes"])
+        latest = visits[-1]
+        if set(latest["medications"].split(", ")) != set(r["current_medications"].split(", ")):
+            assert "Plan: " in latest["notes"], (r["patient_id"], latest["notes"])
+    assert changes < transitions / 2
+
+
+def test_trends_follow_the_conditions(rows) -> None:
+    for r in rows:
+        visits = json.loads(r["visit_history"])
+        if "Diabetes" not in r["medical_history"]:
+            assert abs(r["current_sugar"] - visits[0]["sugar"]) < 30
+        if "Hypertension" not in r["medical_history"]:
+            systolic = int(r["current_bp"].split("/")[0])
+            assert abs(systolic - int(visits[0]["bp"].split("/")[0])) < 15

@@ -93,6 +93,8 @@ async def test_summarize_streams_every_token_in_order(
     for key in ("ttft_ms", "tokens_per_s", "duration_ms"):
         assert result[key] > 0
     assert set(result["grounding"]) >= {"supported", "unsupported", "missing", "coverage"}
+    digest = (await peer.result("digest", {"patient_id": 11}))["digest"]
+    assert result["digest"] == digest and result["style"] == "strict"
     assert shared_server.wait_for(f"Starting streaming summary generation for {record['name']}")
     assert shared_server.wait_for("Streaming complete (")
 
@@ -238,7 +240,10 @@ async def test_mcp_handshake_and_tools(peer: Peer) -> None:
     await peer.notify("notifications/initialized", {})
 
     tools = {t["name"]: t for t in (await peer.result("tools/list"))["tools"]}
-    assert set(tools) == {"search", "fetch", "summarize", "save_summary", "list_summaries"}
+    assert set(tools) == {
+        *("search", "fetch", "digest", "summarize", "check_summary"),
+        *("save_summary", "list_summaries"),
+    }
     for t in tools.values():
         assert t["inputSchema"]["type"] == "object" and t["description"]
         assert t["outputSchema"]["type"] == "object"

@@ -3,8 +3,10 @@
 Issue #10's judging rules, written once so that the grounding check (which blocks a save)
 and `make eval` (which counts) read a summary the same way:
 
-- a sentence (or the clause of it that names a measure) names blood sugar, blood pressure or
-  the risk score; "risk factors", "risk of", "risk for" and "at risk" are not the score;
+- a sentence (or the clause of it that names a measure) names blood sugar (or glucose), blood
+  pressure (BP, systolic, diastolic) or the risk score; a condition's name ("hyperglycaemia",
+  "hypertension") does not name a measure; "risk factors", "risk of", "risk for" and
+  "at risk" are not the score;
 - a trend is stated by a direction word (rose, increased, higher, worsened / fell,
   decreased, lower, improved) or by the first and last values in time order ("from 180 to
   274"); a direction against the digest's is a contradiction;
@@ -28,11 +30,7 @@ if TYPE_CHECKING:
     from ..digest import Digest, Trend, Vital
 
 _MEASURES = {
-    "sugar": re.compile(
-        r"\b(?:blood sugar|blood glucose|sugar|glucose|"
-        r"hyperglyc(?:a)?emi\w*|hypoglyc(?:a)?emi\w*)\b",
-        re.I,
-    ),
+    "sugar": re.compile(r"\b(?:blood sugar|blood glucose|sugar|glucose)\b", re.I),
     "bp": re.compile(r"\b(?:blood pressure|bp|systolic|diastolic)\b", re.I),
     "risk": re.compile(r"\brisk(?:\s+score)?\b(?!\s+(?:factors?|of|for)\b)(?<!\bat risk)", re.I),
 }
@@ -161,8 +159,10 @@ def _values_in_order(trend: Trend, text: str) -> int:
 def _trend(reading: Reading, trend: Trend, text: str, start: int, end: int) -> None:
     up = _words(_UP, text, start, end)
     down = _words(_DOWN, text, start, end)
-    order = _values_in_order(trend, text[start:end])
     said = {"rose": bool(up), "fell": bool(down)}
+    # Values alone state a direction only without words for one: "212, up from 180" names
+    # the later value first.
+    order = 0 if up or down else _values_in_order(trend, text[start:end])
     if order:
         said["rose" if order > 0 else "fell"] = True
     if not (said["rose"] or said["fell"]):
