@@ -15,6 +15,7 @@ import contextlib
 import json
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -379,6 +380,24 @@ async def test_http_dropped_stream_or_delete_stops_generation(
 # --- one subprocess per transport ---------------------------------------------------------
 
 
+def test_claim_stdout_keeps_c_level_writes_off_the_protocol() -> None:
+    """What llama.cpp or Chroma would do: write to fd 1 beneath `sys.stdout`."""
+    code = (
+        "import os, sys\n"
+        "from clinsum.faces.stdio import claim_stdout\n"
+        "fd = claim_stdout()\n"
+        "os.write(1, b'C library noise\\n')\n"
+        "print('a stray print')\n"
+        "sys.stdout.flush()\n"
+        'os.write(fd, b\'{"jsonrpc":"2.0"}\\n\')\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, timeout=60, check=True
+    )
+    assert done.stdout == b'{"jsonrpc":"2.0"}\n'
+    assert done.stderr == b"C library noise\na stray print\n"
+
+
 @pytest.mark.slow
 async def test_stdio_subprocess_with_the_sdk_client(data_dir: Path, tmp_path: Path) -> None:
     """`--stdio` with the embedded model (llama.cpp writes to fd 1 if anyone lets it) and
@@ -442,4 +461,5 @@ async def test_all_faces_subprocess_sigterm_exits_zero(
             await call
     assert code == 0
     assert server.proc.poll() == 0
+    assert "Traceback" not in server.log
     ollama.reset(tps=200)

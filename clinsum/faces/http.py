@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+import anyio
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -46,6 +47,22 @@ log = logging.getLogger("HTTP")
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico", "/config.json", "/healthz"})
 PUBLIC_PREFIX = "/static/"
 SHUTDOWN_GRACE_S = 1  # uvicorn's wait for open responses once the sessions are closed
+
+
+class _SdkClosedItsOwnStream(logging.Filter):
+    """SDK 1.30 ends a session by closing its GET stream from both ends, then logs the
+    reader's ClosedResourceError as an error with a traceback, at every shutdown with a
+    client attached. Only that record is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (
+            isinstance(exc, anyio.ClosedResourceError)
+            and record.getMessage() == "Error in standalone SSE writer"
+        )
+
+
+logging.getLogger("mcp.server.streamable_http").addFilter(_SdkClosedItsOwnStream())
 
 
 def content_security_policy(ws_port: int | None) -> str:
