@@ -127,6 +127,47 @@ def _stream_steps(page: Page, timeout: float = 20) -> list[str]:
     return seen
 
 
+# WCAG 2 contrast of every visible text against the first opaque background behind it:
+# 4.5:1, or 3:1 for large text (24 px, or 18.66 px bold). SVG text is coloured by `fill`.
+_CONTRAST_JS = """() => {
+  const rgb = (c) => {
+    const m = /rgba?\\(([^)]+)\\)/.exec(c);
+    if (!m) return null;
+    const p = m[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 };
+  };
+  const lum = ({ r, g, b }) => {
+    const f = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const behind = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c && c.a > 0) return c;
+    }
+    return { r: 255, g: 255, b: 255, a: 1 };
+  };
+  const low = [];
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    const el = walk.currentNode.parentElement;
+    if (!walk.currentNode.textContent.trim() || !el.checkVisibility()) continue;
+    const style = getComputedStyle(el);
+    const fg = rgb(el instanceof SVGElement ? style.fill : style.color);
+    const [a, b] = [lum(fg), lum(behind(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+    if (ratio < (large ? 3 : 4.5)) low.push(`${el.tagName}#${el.id}: ${ratio.toFixed(2)}`);
+  }
+  return low;
+}"""
+
+
+def _low_contrast(page: Page) -> list[str]:
+    return page.evaluate(_CONTRAST_JS)
+
+
 def _overflowing(page: Page) -> list[str]:
     """The elements sticking out to the right (tables scroll inside their own region)."""
     return page.evaluate(
@@ -216,7 +257,8 @@ def test_full_flow(
     expect(cancel).to_be_hidden()
     box = page.get_by_role("textbox", name="Summary", exact=True)
     original = box.input_value()
-    assert original.startswith(steps[-1]), "the box must hold exactly the streamed text"
+    assert original == next(reversed(server.live.app.summaries.values())).text
+    assert original.startswith(steps[-1])
     # The fake model invents a BP: unsupported, and highlighted from the grounding spans.
     expect(page.locator("#verdict")).to_contain_text("Not grounded")
     expect(page.locator("#checked mark").filter(has_text="152/94")).to_have_count(1)
@@ -251,6 +293,8 @@ def test_full_flow(
     expect(frames.filter(has_text='"method":"summarize"')).to_have_count(2)
     assert frames.filter(has_text='"method":"stream_token"').count() >= N_TOKENS
     expect(frames.filter(has_text='"method":"save_summary"')).to_have_count(2)
+
+    assert _low_contrast(page) == []
 
     # Screenshots at phone and desktop widths; the phone layout does not scroll sideways.
     ARTIFACTS.mkdir(exist_ok=True)
