@@ -97,7 +97,9 @@ async function connect() {
     if (needsToken) {
       sessionStorage.removeItem(TOKEN_KEY);
       setConnected(false, "Not connected", "error");
-      askToken("The server refused the connection: check the access token and try again.");
+      // A browser does not say why a WebSocket failed: a wrong token and a server that is
+      // down look alike, so the message names both.
+      askToken(`The server refused the connection (or ${url} did not answer): check the access token and try again.`);
     } else {
       setConnected(false, `Cannot reach the server at ${url}: is it running?`, "error");
       $("reconnect").hidden = false;
