@@ -152,6 +152,7 @@ _CONTRAST_JS = """() => {
   while (walk.nextNode()) {
     const el = walk.currentNode.parentElement;
     if (!walk.currentNode.textContent.trim() || !el.checkVisibility()) continue;
+    if (el.closest("[aria-hidden=true]")) continue; // the highlights behind the Summary box
     const style = getComputedStyle(el);
     const fg = rgb(el instanceof SVGElement ? style.fill : style.color);
     const [a, b] = [lum(fg), lum(behind(el))];
@@ -261,7 +262,7 @@ def test_full_flow(
     assert original.startswith(steps[-1])
     # The fake model invents a BP: unsupported, and highlighted from the grounding spans.
     expect(page.locator("#verdict")).to_contain_text("Not grounded")
-    expect(page.locator("#checked mark").filter(has_text="152/94")).to_have_count(1)
+    expect(page.locator("#marks mark").filter(has_text="152/94")).to_have_count(1)
     expect(page.locator("#digest")).to_be_visible()
 
     # Edit, Check: the verdict follows the edited text.
@@ -269,7 +270,7 @@ def test_full_flow(
     box.fill(grounded)
     page.get_by_role("button", name="Check").click()
     expect(page.locator("#verdict")).to_contain_text("Grounded")
-    expect(page.locator("#checked mark")).to_have_count(0)
+    expect(page.locator("#marks mark")).to_have_count(0)
     edited = grounded + " Her blood sugar is 555 mg/dL. Reviewed by the clinic."
     box.fill(edited)
 

@@ -17,6 +17,7 @@ const state = {
   patient: null,
   digest: null,
   summary: null, // {id, patientId, original}
+  claims: [], // the last check's unsupported claims: {text, from, reason, blocking}
   running: null, // {id} while a summary is generated
 };
 
@@ -356,6 +357,7 @@ function renderDigest(d, message) {
 
 function resetSummary() {
   state.summary = null;
+  state.claims = [];
   $("stream").hidden = true;
   $("stream").replaceChildren();
   $("draft").hidden = true;
@@ -450,7 +452,10 @@ function utf16Index(text, codePoints) {
 
 function renderGrounding(g, checkedText) {
   const claims = (g.unsupported || [])
-    .map((c) => ({ ...c, from: utf16Index(checkedText, c.start), to: utf16Index(checkedText, c.end) }))
+    .map((c) => {
+      const from = utf16Index(checkedText, c.start);
+      return { ...c, from, text: checkedText.slice(from, utf16Index(checkedText, c.end)) };
+    })
     .sort((a, b) => a.from - b.from);
   const blocking = claims.filter((c) => c.blocking !== false).length;
   let verdict = g.ok
@@ -459,40 +464,56 @@ function renderGrounding(g, checkedText) {
   if (typeof g.coverage === "number") verdict += ` Key facts stated: ${Math.round(g.coverage * 100)}%.`;
   say($("verdict"), verdict, g.ok ? "" : "error");
   $("verdict").classList.toggle("ok", Boolean(g.ok));
-
-  const wrap = $("checked-wrap");
-  wrap.hidden = claims.length === 0;
-  const checked = $("checked");
-  checked.replaceChildren();
-  let at = 0;
-  for (const c of claims) {
-    if (c.from < at) continue; // overlapping spans: the first one is marked
-    checked.append(checkedText.slice(at, c.from));
-    const mark = node("mark", checkedText.slice(c.from, c.to), c.blocking === false ? "soft" : "");
-    mark.title = c.reason;
-    checked.append(mark);
-    at = c.to;
-  }
-  checked.append(checkedText.slice(at));
+  state.claims = claims;
+  renderMarks();
+  $("claims-wrap").hidden = claims.length === 0;
   const list = $("claims");
   list.replaceChildren();
   for (const c of claims) {
     const item = node("li");
-    const button = node("button", `“${checkedText.slice(c.from, c.to)}”`, "claim");
+    const button = node("button", `“${c.text}”`, "claim");
     button.type = "button";
-    button.setAttribute("aria-label", `Select “${checkedText.slice(c.from, c.to)}” in the summary`);
-    button.addEventListener("click", () => selectClaim(checkedText.slice(c.from, c.to), c.from));
+    button.setAttribute("aria-label", `Select “${c.text}” in the summary`);
+    button.addEventListener("click", () => selectClaim(c));
     item.append(button, node("span", ` ${c.reason}${c.blocking === false ? " (not blocking)" : ""}`));
     list.append(item);
   }
 }
 
-function selectClaim(text, near) {
+// Where a claim is in the box now: at its checked place, else the nearest copy of its text
+// (the clinician may have edited around it), else nowhere (edited away).
+function locate(text, claim) {
+  if (text.startsWith(claim.text, claim.from)) return claim.from;
+  const after = text.indexOf(claim.text, Math.max(0, claim.from - 40));
+  return after >= 0 ? after : text.indexOf(claim.text);
+}
+
+// The highlights behind the box, for its current text; and the box's height to fit it.
+function renderMarks() {
   const box = $("summary-text");
-  let at = box.value.indexOf(text, Math.max(0, near - 40));
-  if (at < 0) at = box.value.indexOf(text);
+  const text = box.value;
+  const marks = $("marks");
+  marks.replaceChildren();
+  let at = 0;
+  const found = (state.claims || [])
+    .map((c) => ({ c, from: locate(text, c) }))
+    .filter((m) => m.from >= 0)
+    .sort((a, b) => a.from - b.from);
+  for (const { c, from } of found) {
+    if (from < at) continue; // overlapping spans: the first one is marked
+    marks.append(text.slice(at, from), node("mark", c.text, c.blocking === false ? "soft" : ""));
+    at = from + c.text.length;
+  }
+  marks.append(text.slice(at) + "\n"); // a trailing newline still takes a line in the box
+  box.style.height = "auto";
+  box.style.height = `${box.scrollHeight + 2}px`; // + the 1 px borders
+}
+
+function selectClaim(claim) {
+  const box = $("summary-text");
+  const at = locate(box.value, claim);
   box.focus();
-  if (at >= 0) box.setSelectionRange(at, at + text.length);
+  if (at >= 0) box.setSelectionRange(at, at + claim.text.length);
 }
 
 async function check() {
@@ -600,6 +621,10 @@ function wire() {
   $("summary-text").addEventListener("input", () => {
     $("verdict").textContent = "Edited since the last check: press Check to check this text.";
     $("verdict").className = "verdict";
+    renderMarks();
+  });
+  window.addEventListener("resize", () => {
+    if (!$("draft").hidden) renderMarks();
   });
   $("refresh-saved").addEventListener("click", loadSaved);
   $("clear-frames").addEventListener("click", () => $("frames").replaceChildren());
