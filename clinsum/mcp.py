@@ -161,9 +161,9 @@ async def call_tool(app: App, call: Call, name: Any, arguments: Any) -> dict[str
     """Run tool `name` for MCP's `tools/call`; the result is a `CallToolResult` as a dict.
 
     A face with its own spelling of progress sets `call.events` first (the SDK faces do);
-    otherwise it is spelled as over the WebSocket (`mcp_events`). A failure the model can read
-    and fix (bad arguments, a bad progressToken, unknown patient, busy) is an `isError` result
-    with the same text on every face.
+    otherwise a tool that reports progress gets the WebSocket's spelling (`mcp_events`). A
+    failure the model can read and fix (bad arguments, a bad progressToken, unknown patient,
+    busy) is an `isError` result with the same text on every face.
 
     Raises:
         RPCError: `name` is not a tool, or `arguments` is not an object (protocol errors).
@@ -177,7 +177,7 @@ async def call_tool(app: App, call: Call, name: Any, arguments: Any) -> dict[str
     if not isinstance(arguments, dict):
         raise invalid_params("arguments", "must be an object")
     try:
-        if call.events is None:
+        if call.events is None and tool.reports_progress:
             call.events = mcp_events(call)
         result = await tool.run(app, call, arguments)
     except RPCError as exc:
@@ -191,7 +191,8 @@ async def call_tool(app: App, call: Call, name: Any, arguments: Any) -> dict[str
 
 def _plain(app: App, tool: Tool) -> Handler:
     async def handler(call: Call, params: dict[str, Any]) -> dict[str, Any]:
-        call.events = mcp_events(call)
+        if tool.reports_progress:  # only these look at _meta.progressToken
+            call.events = mcp_events(call)
         return await tool.run(app, call, params)
 
     return handler

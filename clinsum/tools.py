@@ -273,6 +273,9 @@ class Tool:
     params: tuple[Param, ...]
     handler: ToolHandler
     output_schema: dict[str, Any]
+    # Reports tokens through `call.events`: only then does a face read `_meta.progressToken`
+    # (and refuse a bad one), so the other tools ignore it as MCP allows.
+    reports_progress: bool = False
 
     def input_schema(self) -> dict[str, Any]:
         return {
@@ -632,6 +635,7 @@ TOOLS: dict[str, Tool] = {
                 },
                 "required": ["summary_id", "patient_id", "name", "summary", "grounding", "digest"],
             },
+            reports_progress=True,
         ),
         Tool(
             "save_summary",

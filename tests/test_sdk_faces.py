@@ -320,7 +320,10 @@ async def test_http_sdk_client_every_tool_and_cancel(app: App, ollama: OllamaThr
         assert init.instructions == dialect.INSTRUCTIONS
         await _walk_every_tool(session)
         await _cancel_at_the_model(session, ollama)
-        assert face.sessions() == 1
+        async with httpx.AsyncClient(base_url=face.url) as scraper:
+            scraped = (await scraper.get("/metrics")).text
+        assert 'clinsum_open_sessions{face="http"} 1.0' in scraped
+        assert 'clinsum_open_connections{face="http"} 0.0' not in scraped
     assert await settle(lambda: face.sessions() == 0)  # the client's DELETE ended it
 
 

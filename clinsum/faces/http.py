@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import web
 from ..app import AppSource, loaded, on_loaded
-from ..config import Config, StartupError
+from ..config import Config, StartupError, check_access
 from ..metrics import CONTENT_TYPE
 from .base import LOOPBACK_NAMES, Policy, RefusalLog
 from .sdk import build_server
@@ -200,7 +200,11 @@ def build_asgi(
     manager: StreamableHTTPSessionManager,
     ws_port: int | None,
 ) -> ASGIApp:
-    """The HTTP face's whole ASGI app: every route in one list, behind `_Guard`."""
+    """The HTTP face's whole ASGI app: every route in one list, behind `_Guard`.
+
+    `ws_port` is the WebSocket face's port, which the page connects to; None with `--stdio`
+    (no WebSocket face, so no page either).
+    """
 
     async def healthz(request: Request) -> Response:
         app = loaded(source)
@@ -256,6 +260,7 @@ async def running(
         StartupError: the port cannot be bound.
     """
     assert config.http_port is not None
+    check_access(config)
     sock = _listen(config.host, config.http_port)
     port = sock.getsockname()[1]
     policy.allow_page(port)
