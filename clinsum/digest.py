@@ -52,6 +52,7 @@ SYSTOLIC_TREND_MMHG = 15
 RISK_TREND = 0.10  # times Patient.score_scale
 
 NOW = "now"  # the date label of the record's current values
+NOTHING = frozenset({"none", "n/a", "na", "nil", "no known history", "unknown"})
 
 _BP = re.compile(r"(\d{2,3})\s*/\s*(\d{2,3})")
 _LIST_SPLIT = re.compile(r"[;,]")
@@ -313,8 +314,13 @@ def _trends(patient: Patient, visits: list[Visit]) -> tuple[Trend, ...]:
 # --- medications, conditions, the latest visit -----------------------------------------------
 
 
+def present(items: list[str] | tuple[str, ...]) -> list[str]:
+    """Entries that say something: "none" (as Synthea writes it) is a way of writing no entry."""
+    return [i for i in items if i.strip().lower() not in NOTHING]
+
+
 def split_list(text: str) -> list[str]:
-    return [part.strip() for part in _LIST_SPLIT.split(text) if part.strip()]
+    return present([part.strip() for part in _LIST_SPLIT.split(text) if part.strip()])
 
 
 def drug_name(entry: str) -> str:
@@ -331,7 +337,8 @@ def _by_drug(entries: list[str]) -> dict[str, str]:
 def _med_changes(patient: Patient, latest: Visit | None) -> tuple[MedChange, ...]:
     if latest is None:
         return ()
-    before, after = _by_drug(split_list(latest.medications)), _by_drug(patient.medications())
+    before = _by_drug(split_list(latest.medications))
+    after = _by_drug(present(patient.medications()))
     changes = []
     for key, entry in before.items():
         if key not in after:
@@ -352,7 +359,7 @@ def _new_conditions(patient: Patient, first: Visit | None) -> tuple[str, ...]:
     if first is None:
         return ()
     had = {_norm(c) for c in split_list(first.history)}
-    return tuple(c for c in patient.conditions() if _norm(c) not in had)
+    return tuple(c for c in present(patient.conditions()) if _norm(c) not in had)
 
 
 def key_point(note: str) -> str:

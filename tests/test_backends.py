@@ -111,6 +111,21 @@ def test_strict_prefill_is_the_records_words_then_the_models_heading() -> None:
 # --- embedded backend, real model -----------------------------------------------------------
 
 
+def test_embedded_forbids_escalation_words_and_digits(embedded: EmbeddedBackend) -> None:
+    """Issue #10: no admission or emergency advice without a crisis value; the strict prefill
+    states a crisis value itself, so the model never needs these words."""
+    bias = embedded._logit_bias or {}
+
+    def first_token(text: str) -> int:
+        return embedded._llm.tokenize(text.encode(), add_bos=False, special=False)[0]
+
+    # Words the tokenizer splits (" Ad"+"mit", " IC"+"U") get through; the check flags them.
+    for word in (" emergency", " urgent", " hospital", " admitted", "5"):
+        assert first_token(word) in bias, word
+    for word in (" monitor", " review", " continue", " diet"):
+        assert first_token(word) not in bias, word
+
+
 async def test_embedded_streams_a_summary_after_the_prefill(embedded: EmbeddedBackend) -> None:
     assert embedded.name == "embedded"
     assert embedded.model == "SmolLM2-135M-Instruct.Q4_1"

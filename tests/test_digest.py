@@ -180,6 +180,19 @@ def test_empty_medication_lists_and_dose_changes() -> None:
     ]
 
 
+def test_none_is_no_entry_as_synthea_writes_it() -> None:
+    d = digest(
+        patient(visit("2024-01-01", medications="none", history="none"), medical_history="none")
+    )
+    assert [(c.drug, c.change) for c in d.med_changes] == [
+        ("Glipizide", "started"),
+        ("Atorvastatin", "started"),
+    ]
+    assert d.new_conditions == ()
+    stopped = digest(patient(visit("2024-01-01"), current_medications="none")).med_changes
+    assert [(c.drug, c.change) for c in stopped] == [("Metformin", "stopped")]
+
+
 def test_equal_dates_do_not_depend_on_file_order() -> None:
     a = visit("2024-01-01", sugar=150, outcome="Stable")
     b = visit("2024-01-01", sugar=260, outcome="Worsened")

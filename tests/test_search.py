@@ -198,14 +198,14 @@ def test_a_name_and_a_word_outside_the_vocabulary(main) -> None:
     hit = index.search(target.name, top_k=3)[0]
     assert hit.patient_id == 37
     assert f"{target.name.split()[-1].lower()} (name)" in hit.matched
-    admitted = {
+    referred = {
         p.patient_id
         for p in patients.values()
-        if any(v.outcome == "Admitted for observation" for v in p.visit_history)
+        if any(v.outcome == "Referred to specialist" for v in p.visit_history)
     }
-    hits = index.search("observation", top_k=5)
-    assert set(ids(hits)) <= admitted
-    assert "observation (visit notes)" in hits[0].matched
+    hits = index.search("specialist", top_k=5)
+    assert referred and set(ids(hits)) <= referred
+    assert "specialist (visit notes)" in hits[0].matched
 
 
 def test_two_concepts_rank_patients_with_both_first(main) -> None:
