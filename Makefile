@@ -26,7 +26,8 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-setup: $(STAMP)                      ## install everything into .venv
+setup: $(STAMP)                      ## install everything into .venv (and chromium, for the browser tests)
+	command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 index: setup                         ## build the search index if missing or stale
 	$(PY) -m clinsum.search --data $(DATA)

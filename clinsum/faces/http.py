@@ -8,8 +8,8 @@ settings built from the same `Policy`, as a second line, never its default (whic
 
 Rule 1: no route validates a tool's parameters or touches the store; `/mcp` reaches the tools
 through `clinsum.mcp.call_tool`, like every MCP face.
-Rule 2: this module, `sdk.py` and `stdio.py` are the only ones that import `mcp`, `starlette`
-or `uvicorn`.
+Rule 2: this module, `sdk.py`, `stdio.py` and `clinsum/web` (the page's routes) are the only
+ones that import `mcp`, `starlette` or `uvicorn`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import web
 from ..app import AppSource, loaded, on_loaded
 from ..config import Config, StartupError, check_access
 from ..jsonrpc import INVALID_REQUEST, PARSE_ERROR, RPCError, error_reply, parse
@@ -70,7 +71,10 @@ logging.getLogger("mcp.server.streamable_http").addFilter(_SdkClosedItsOwnStream
 
 def content_security_policy(ws_port: int | None) -> str:
     """The CSP of every response: our own files only; the page may open our WebSocket."""
-    ws = "".join(f" ws://{name}:{ws_port}" for name in sorted(LOOPBACK_NAMES)) if ws_port else ""
+    # Not "[::1]": CSP host-sources cannot be IPv6 literals (Chromium logs the policy as
+    # invalid and ignores that source), so the page is for 127.0.0.1 and localhost.
+    names = sorted(n for n in LOOPBACK_NAMES if not n.startswith("["))
+    ws = "".join(f" ws://{name}:{ws_port}" for name in names) if ws_port else ""
     return (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         f"connect-src 'self'{ws}; base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
@@ -289,8 +293,9 @@ def build_asgi(
         Route("/mcp", _McpEndpoint(manager, manager.max_request_body_size)),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        # web13, the page: routes += clinsum.web.routes(ws_port, policy.needs_token)
     ]
+    if ws_port is not None:  # the page is a client of the WebSocket face
+        routes += web.routes(ws_port, policy.needs_token)
     return _Guard(Starlette(routes=routes), policy, content_security_policy(ws_port))
 
 

@@ -1,0 +1,647 @@
+// The clinicians' page: search, the chart, the streamed summary, edit, check and save.
+// One more client of the plain JSON-RPC face (the same methods as clinsum/client.py).
+// Rule: text from the server goes into the page through textContent (or a text node),
+// never as markup, so a patient named "<img src=x onerror=...>" shows as text.
+
+import { drawChart } from "./charts.js";
+import { Connection } from "./rpc.js";
+
+const TOKEN_KEY = "clinsum.token"; // sessionStorage only: gone when the tab closes
+const MAX_FRAMES = 5000; // the protocol view keeps this many, then drops the oldest
+const UNSUPPORTED = -32005;
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  config: null,
+  conn: null,
+  patient: null,
+  digest: null,
+  summary: null, // {id, patientId, original}
+  claims: [], // the last check's unsupported claims: {text, from, reason, blocking}
+  running: null, // {id} while a summary is generated
+};
+
+function node(tag, text, cls) {
+  const el = document.createElement(tag);
+  if (text !== undefined && text !== null) el.textContent = String(text);
+  if (cls) el.className = cls;
+  return el;
+}
+
+function say(el, text, kind) {
+  el.textContent = text;
+  el.classList.toggle("error", kind === "error");
+}
+
+function errorText(err) {
+  return err && err.message ? err.message : String(err);
+}
+
+// --- protocol view ----------------------------------------------------------------------------
+
+const frameQueue = [];
+let frameFlush = 0;
+
+function logFrame(direction, text) {
+  frameQueue.push([direction, text]);
+  // Batched per animation frame: a token's own DOM update is not held up by this log.
+  if (!frameFlush) frameFlush = requestAnimationFrame(flushFrames);
+}
+
+function flushFrames() {
+  frameFlush = 0;
+  const list = $("frames");
+  const batch = document.createDocumentFragment();
+  for (const [direction, text] of frameQueue.splice(0)) {
+    const item = node("li", null, direction === "out" ? "out" : "in");
+    item.append(node("span", direction === "out" ? "→ " : "← ", "dir"), node("code", text));
+    batch.append(item);
+  }
+  list.append(batch);
+  while (list.childElementCount > MAX_FRAMES) list.firstElementChild.remove();
+}
+
+// --- connection and token ---------------------------------------------------------------------
+
+function setConnected(ok, text, kind) {
+  say($("conn"), text, kind);
+  document.body.classList.toggle("offline", !ok);
+  for (const id of ["search-form", "summarize", "check", "save", "refresh-saved", "force"]) {
+    const el = $(id);
+    if (el.tagName === "FORM") el.querySelector("button[type=submit]").disabled = !ok;
+    else el.disabled = !ok;
+  }
+}
+
+function askToken(message) {
+  const form = $("token-form");
+  form.hidden = false;
+  say($("token-error"), message || "");
+  $("token").focus();
+}
+
+async function connect() {
+  const { ws_port: port, auth_required: needsToken } = state.config;
+  const token = needsToken ? sessionStorage.getItem(TOKEN_KEY) : null;
+  if (needsToken && !token) {
+    setConnected(false, "Waiting for the access token");
+    askToken();
+    return;
+  }
+  const url = `ws://${location.hostname}:${port}/`;
+  setConnected(false, `Connecting to ${url}…`);
+  $("reconnect").hidden = true;
+  const conn = new Connection(url, token, { onFrame: logFrame, onClose: lost });
+  try {
+    await conn.open();
+  } catch {
+    if (needsToken) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      setConnected(false, "Not connected", "error");
+      // A browser does not say why a WebSocket failed: a wrong token and a server that is
+      // down look alike, so the message names both.
+      askToken(`The server refused the connection (or ${url} did not answer): check the access token and try again.`);
+    } else {
+      setConnected(false, `Cannot reach the server at ${url}: is it running?`, "error");
+      $("reconnect").hidden = false;
+    }
+    return;
+  }
+  state.conn = conn;
+  $("token-form").hidden = true;
+  setConnected(true, `Connected to ${url}`);
+  loadSaved();
+}
+
+function lost(event) {
+  state.conn = null;
+  const why = event.reason ? `: ${event.reason}` : "";
+  setConnected(false, `Disconnected (code ${event.code}${why})`, "error");
+  $("reconnect").hidden = false;
+}
+
+function call(method, params, onNotify) {
+  if (!state.conn) throw new Error("Not connected to the server");
+  return state.conn.call(method, params, onNotify);
+}
+
+// --- search -----------------------------------------------------------------------------------
+
+function numberField(id) {
+  const value = $(id).value.trim();
+  return value === "" ? undefined : Number(value);
+}
+
+async function search(event) {
+  event.preventDefault();
+  const status = $("search-status");
+  const query = $("q").value.trim();
+  const filters = {};
+  const minAge = numberField("min-age");
+  const maxAge = numberField("max-age");
+  const minRisk = numberField("min-risk");
+  if (minAge !== undefined) filters.min_age = minAge;
+  if (maxAge !== undefined) filters.max_age = maxAge;
+  if (minRisk !== undefined) filters.min_risk = minRisk;
+  if ($("gender").value) filters.gender = $("gender").value;
+  const params = { query, top_k: 10 };
+  if (Object.keys(filters).length) params.filters = filters;
+  say(status, "Searching…");
+  try {
+    const { results } = await call("search", params).result;
+    renderHits(results);
+    say(status, `${results.length} patient${results.length === 1 ? "" : "s"} found for “${query}”`);
+  } catch (err) {
+    say(status, errorText(err), "error");
+  }
+}
+
+function renderHits(hits) {
+  const list = $("hits");
+  list.replaceChildren();
+  for (const hit of hits) {
+    const button = node("button", null, "hit");
+    button.type = "button";
+    button.append(
+      node("span", hit.name, "hit-name"),
+      node("span", `${hit.age} · ${hit.gender} · #${hit.patient_id}`, "hit-meta"),
+      node("span", hit.matched.length ? `Matched: ${hit.matched.join(", ")}` : "Matched by meaning", "hit-matched"),
+    );
+    button.addEventListener("click", () => openPatient(hit.patient_id));
+    const item = node("li");
+    item.append(button);
+    list.append(item);
+  }
+}
+
+// --- the patient ------------------------------------------------------------------------------
+
+function parseBp(text) {
+  const m = /(\d{2,3})\s*\/\s*(\d{2,3})/.exec(String(text));
+  return m ? [Number(m[1]), Number(m[2])] : [null, null];
+}
+
+// The visits by date, then the record's current values ("now"), as the digest orders them.
+function readings(p) {
+  const visits = [...p.visit_history].sort((a, b) => (a.date < b.date ? -1 : a.date > b.date ? 1 : 0));
+  const rows = visits.map((v) => ({ date: v.date, bp: v.bp, sugar: v.sugar, risk: v.risk_score }));
+  rows.push({ date: "now", bp: p.current_bp, sugar: p.current_sugar, risk: p.risk_score });
+  return rows;
+}
+
+async function openPatient(id) {
+  const status = $("search-status");
+  cancel(); // a summary still being written belongs to the patient being left
+  try {
+    const { patient } = await call("fetch", { patient_id: id }).result;
+    state.patient = patient;
+    state.digest = null;
+    renderPatient(patient);
+    resetSummary();
+    const section = $("patient");
+    section.hidden = false;
+    section.focus({ preventScroll: true }); // keyboard and screen reader users land here
+    section.scrollIntoView({ block: "start" });
+    loadDigest(patient.patient_id);
+  } catch (err) {
+    say(status, errorText(err), "error");
+  }
+}
+
+function renderPatient(p) {
+  $("patient-h").textContent = p.name;
+  const record = $("record");
+  record.replaceChildren();
+  const fields = [
+    ["Patient id", p.patient_id],
+    ["Age", p.age],
+    ["Gender", p.gender],
+    ["Symptoms now", p.current_symptoms],
+    ["BP now", p.current_bp],
+    ["Blood sugar now", `${p.current_sugar} mg/dL`],
+    ["Risk score", p.risk_score],
+    ["Base score", p.base_score],
+    ["History", p.medical_history],
+    ["Medications", p.current_medications],
+  ];
+  for (const [label, value] of fields) {
+    const row = node("div");
+    row.append(node("dt", label), node("dd", value));
+    record.append(row);
+  }
+  const body = $("visits").tBodies[0];
+  body.replaceChildren();
+  for (const v of p.visit_history) {
+    const tr = node("tr");
+    for (const value of [v.date, v.bp, v.sugar, v.risk_score, v.symptoms, v.medications, v.outcome, v.notes]) {
+      tr.append(node("td", value));
+    }
+    body.append(tr);
+  }
+  drawCharts(p);
+}
+
+function drawCharts(p) {
+  const t = state.config.thresholds;
+  const rows = readings(p);
+  const labels = rows.map((r) => r.date);
+  const bp = rows.map((r) => parseBp(r.bp));
+  const systolic = bp.map((b) => b[0]);
+  const diastolic = bp.map((b) => b[1]);
+  const bpFlag = (s, d) => (s !== null && s >= t.systolic.high) || (d !== null && d >= t.diastolic.high);
+  const anyBpHigh = bp.some(([s, d]) => bpFlag(s, d));
+  drawChart($("chart-bp"), {
+    title: "Blood pressure",
+    unit: "mmHg",
+    labels,
+    series: [
+      { name: "systolic", cls: "s1", values: systolic },
+      { name: "diastolic", cls: "s2", values: diastolic },
+    ],
+    thresholds: [
+      { value: t.systolic.high, label: `${t.systolic.high} systolic` },
+      { value: t.diastolic.high, label: `${t.diastolic.high} diastolic` },
+      ...(anyBpHigh ? [{ value: t.systolic.crisis, label: `${t.systolic.crisis} crisis` }] : []),
+    ],
+    flagged: (si, v) => v >= (si === 0 ? t.systolic.high : t.diastolic.high),
+    format: (v) => String(Math.round(v)),
+    describe: (i) => `${rows[i].bp}${bpFlag(systolic[i], diastolic[i]) ? " (flagged)" : ""}`,
+  });
+
+  const sugarFlag = (v) => v < t.sugar.low || v >= t.sugar.high;
+  const sugars = rows.map((r) => Number(r.sugar));
+  drawChart($("chart-sugar"), {
+    title: "Blood sugar",
+    unit: "mg/dL",
+    labels,
+    series: [{ name: "sugar", cls: "s1", values: sugars }],
+    thresholds: [
+      { value: t.sugar.low, label: `${t.sugar.low} low` },
+      { value: t.sugar.high, label: `${t.sugar.high} high` },
+      ...(sugars.some((v) => v >= t.sugar.high) ? [{ value: t.sugar.crisis, label: `${t.sugar.crisis} crisis` }] : []),
+    ],
+    flagged: (si, v) => sugarFlag(v),
+    format: (v) => String(Math.round(v)),
+    describe: (i) => `${sugars[i]}${sugarFlag(sugars[i]) ? " (flagged)" : ""}`,
+  });
+
+  // Risk has no screening threshold; the digest's is a change of 0.10 (on the 0-1 scale)
+  // from the earliest visit, drawn as the band a meaningful change leaves.
+  const scale = Number(p.score_scale) || 1;
+  const risks = rows.map((r) => Number(r.risk));
+  const step = t.risk_change * scale;
+  const first = risks[0];
+  const riskFlag = (v) => Math.abs(v - first) >= step - 1e-9;
+  drawChart($("chart-risk"), {
+    title: "Risk score",
+    unit: scale === 1 ? "0 to 1" : `0 to ${scale}`,
+    labels,
+    series: [{ name: "risk", cls: "s1", values: risks }],
+    thresholds: [
+      { value: first + step, label: `first +${+step.toFixed(2)}` },
+      { value: first - step, label: `first −${+step.toFixed(2)}` },
+    ],
+    flagged: (si, v) => riskFlag(v),
+    format: (v) => v.toFixed(2),
+    describe: (i) => `${risks[i]}${i > 0 && riskFlag(risks[i]) ? " (meaningful change)" : ""}`,
+  });
+}
+
+async function loadDigest(patientId) {
+  try {
+    const result = await call("digest", { patient_id: patientId }).result;
+    if (state.patient && state.patient.patient_id === patientId) {
+      state.digest = result.digest;
+      renderDigest(state.digest);
+    }
+  } catch (err) {
+    renderDigest(null, err && err.code === -32601 ? "This server does not compute a digest." : errorText(err));
+  }
+}
+
+function renderDigest(d, message) {
+  const body = $("digest-body");
+  body.replaceChildren();
+  if (!d) {
+    body.append(node("p", message || "No digest yet."));
+    return;
+  }
+  const list = (title, items) => {
+    if (!items.length) return;
+    body.append(node("h5", title));
+    const ul = node("ul");
+    for (const item of items) ul.append(node("li", item.text, item.flag ? "flagged" : ""));
+    body.append(ul);
+  };
+  list("Now", (d.vitals || []).map((v) => ({
+    text: `${v.measure} ${v.value} ${v.unit}: ${v.category}${v.flagged ? " (flagged)" : ""}`,
+    flag: v.flagged,
+  })));
+  list("Trends", (d.trends || []).map((tr) => ({
+    text: `${tr.measure} ${tr.direction}: ${tr.points.map((pt) => `${pt.value} (${pt.date})`).join(" → ")}${tr.unit ? ` ${tr.unit}` : ""}`
+      + `${tr.meaningful ? " — meaningful" : ""}${tr.latest_step && tr.latest_step !== "flat" ? `, latest step ${tr.latest_step}` : ""}`,
+    flag: tr.meaningful,
+  })));
+  list("Medication changes", (d.med_changes || []).map((m) => ({
+    text: `${m.drug}: ${m.change}${m.before || m.after ? ` (${m.before || "—"} → ${m.after || "—"})` : ""}`,
+  })));
+  list("New conditions", (d.new_conditions || []).map((c) => ({ text: c })));
+  if (d.latest_visit) {
+    const v = d.latest_visit;
+    list("Latest visit", [{ text: `${v.date}: ${v.outcome}. ${v.key_point}` }]);
+  }
+  if (d.visits !== undefined) body.append(node("p", `${d.visits} visits over ${d.span_days} days`));
+}
+
+// --- summarize, edit, check, save -------------------------------------------------------------
+
+function resetSummary() {
+  state.summary = null;
+  state.claims = [];
+  $("stream").hidden = true;
+  $("stream").replaceChildren();
+  $("draft").hidden = true;
+  $("confirm").hidden = true;
+  $("saved-row-wrap").hidden = true;
+  say($("gen-status"), "");
+  say($("save-status"), "");
+  renderDigest(null);
+}
+
+function setRunning(running) {
+  $("summarize").disabled = running || !state.conn;
+  $("cancel").hidden = !running;
+  $("cancel").disabled = !running;
+}
+
+async function summarize() {
+  const patient = state.patient;
+  if (!patient || state.running) return;
+  resetSummary();
+  const stream = $("stream");
+  const text = document.createTextNode("");
+  stream.append(text);
+  stream.hidden = false;
+  const status = $("gen-status");
+  let tokens = 0;
+  let firstModel = 0;
+  performance.clearMarks("clinsum:token");
+  const onNotify = (method, params) => {
+    if (method === "stream_token") {
+      text.appendData(params.token);
+      performance.mark("clinsum:token", { detail: params.index });
+      tokens += 1;
+      if (params.index >= 1 && !firstModel) firstModel = performance.now();
+      const secs = (performance.now() - firstModel) / 1000;
+      const rate = firstModel && secs > 0 ? (tokens - 2) / secs : 0;
+      say(status, `Writing: ${tokens} tokens · ${rate.toFixed(1)} tok/s`);
+    } else if (method === "stream_queued") {
+      const n = params.position;
+      say(status, `Queued: waiting for the model behind ${n} other request${n === 1 ? "" : "s"}`);
+    }
+  };
+  say(status, "Asking the model…");
+  let running;
+  try {
+    running = call("summarize", { patient_id: patient.patient_id }, onNotify);
+  } catch (err) {
+    say(status, errorText(err), "error");
+    return;
+  }
+  state.running = running;
+  setRunning(true);
+  try {
+    const result = await running.result;
+    showDraft(result);
+  } catch (err) {
+    if (err.cancelled) say(status, `Cancelled after ${tokens} tokens: nothing was saved.`);
+    else say(status, errorText(err), "error");
+  } finally {
+    state.running = null;
+    setRunning(false);
+  }
+}
+
+function cancel() {
+  if (state.running && state.conn) state.conn.cancel(state.running.id);
+}
+
+function showDraft(result) {
+  state.summary = { id: result.summary_id, patientId: result.patient_id, original: result.summary };
+  const box = $("summary-text");
+  box.value = result.summary;
+  $("stream").hidden = true;
+  $("draft").hidden = false;
+  say(
+    $("gen-status"),
+    `Finished: ${result.tokens} tokens in ${(result.duration_ms / 1000).toFixed(1)} s `
+      + `(${result.tokens_per_s} tok/s, ${result.backend} ${result.model})`,
+  );
+  renderGrounding(result.grounding, result.summary);
+  if (result.digest) state.digest = result.digest;
+  renderDigest(state.digest, "This server does not compute a digest.");
+  box.focus();
+}
+
+// Grounding spans count code points (Python); a JS string counts UTF-16 units.
+function utf16Index(text, codePoints) {
+  let i = 0;
+  for (let n = 0; n < codePoints && i < text.length; n += 1) i += text.codePointAt(i) > 0xffff ? 2 : 1;
+  return i;
+}
+
+function renderGrounding(g, checkedText) {
+  const claims = (g.unsupported || [])
+    .map((c) => {
+      const from = utf16Index(checkedText, c.start);
+      return { ...c, from, text: checkedText.slice(from, utf16Index(checkedText, c.end)) };
+    })
+    .sort((a, b) => a.from - b.from);
+  const blocking = claims.filter((c) => c.blocking !== false).length;
+  let verdict = g.ok
+    ? "Grounded: the record supports every claim checked."
+    : `Not grounded: ${blocking} claim${blocking === 1 ? "" : "s"} the record does not support.`;
+  if (typeof g.coverage === "number") verdict += ` Key facts stated: ${Math.round(g.coverage * 100)}%.`;
+  say($("verdict"), verdict, g.ok ? "" : "error");
+  $("verdict").classList.toggle("ok", Boolean(g.ok));
+  state.claims = claims;
+  renderMarks();
+  $("claims-wrap").hidden = claims.length === 0;
+  const list = $("claims");
+  list.replaceChildren();
+  for (const c of claims) {
+    const item = node("li");
+    const button = node("button", `“${c.text}”`, "claim");
+    button.type = "button";
+    button.setAttribute("aria-label", `Select “${c.text}” in the summary`);
+    button.addEventListener("click", () => selectClaim(c));
+    item.append(button, node("span", ` ${c.reason}${c.blocking === false ? " (not blocking)" : ""}`));
+    list.append(item);
+  }
+}
+
+// Where a claim is in the box now: at its checked place, else the nearest copy of its text
+// (the clinician may have edited around it), else nowhere (edited away).
+function locate(text, claim) {
+  if (text.startsWith(claim.text, claim.from)) return claim.from;
+  const after = text.indexOf(claim.text, Math.max(0, claim.from - 40));
+  return after >= 0 ? after : text.indexOf(claim.text);
+}
+
+// The highlights behind the box, for its current text; and the box's height to fit it.
+function renderMarks() {
+  const box = $("summary-text");
+  const text = box.value;
+  const marks = $("marks");
+  marks.replaceChildren();
+  let at = 0;
+  const found = (state.claims || [])
+    .map((c) => ({ c, from: locate(text, c) }))
+    .filter((m) => m.from >= 0)
+    .sort((a, b) => a.from - b.from);
+  for (const { c, from } of found) {
+    if (from < at) continue; // overlapping spans: the first one is marked
+    marks.append(text.slice(at, from), node("mark", c.text, c.blocking === false ? "soft" : ""));
+    at = from + c.text.length;
+  }
+  marks.append(text.slice(at) + "\n"); // a trailing newline still takes a line in the box
+  box.style.height = "auto";
+  box.style.height = `${box.scrollHeight + 2}px`; // + the 1 px borders
+}
+
+function selectClaim(claim) {
+  const box = $("summary-text");
+  const at = locate(box.value, claim);
+  box.focus();
+  if (at >= 0) box.setSelectionRange(at, at + claim.text.length);
+}
+
+async function check() {
+  if (!state.summary) return;
+  const text = $("summary-text").value;
+  say($("verdict"), "Checking…");
+  try {
+    const { grounding } = await call("check_summary", { summary_id: state.summary.id, text }).result;
+    renderGrounding(grounding, text);
+  } catch (err) {
+    say($("verdict"), errorText(err), "error");
+  }
+}
+
+async function save(force) {
+  if (!state.summary) return;
+  const text = $("summary-text").value;
+  const params = { summary_id: state.summary.id, force };
+  if (text !== state.summary.original) params.text = text;
+  const status = $("save-status");
+  $("confirm").hidden = true;
+  say(status, "Saving…");
+  try {
+    const saved = await call("save_summary", params).result;
+    say(status, `Saved: the summary for ${saved.name || state.patient.name} is in ${saved.path}`);
+    showSavedRow(saved.patient_id);
+  } catch (err) {
+    if (err.code === UNSUPPORTED) {
+      const claims = (err.data && err.data.unsupported) || [];
+      if (claims.length) renderGrounding({ ok: false, unsupported: claims }, text);
+      say(status, "Not saved yet: waiting for your confirmation.");
+      $("confirm-text").textContent =
+        `The record does not support ${claims.length || "some"} claim${claims.length === 1 ? "" : "s"} `
+        + "in this text (highlighted above). Save it anyway?";
+      $("confirm").hidden = false;
+      $("keep").focus();
+    } else {
+      say(status, errorText(err), "error");
+    }
+  }
+}
+
+function fillTable(table, rows) {
+  const columns = [...new Set(rows.flatMap((r) => Object.keys(r)))];
+  const head = node("tr");
+  for (const c of columns) {
+    const th = node("th", c);
+    th.scope = "col";
+    head.append(th);
+  }
+  table.tHead.replaceChildren(head);
+  const body = table.tBodies[0];
+  body.replaceChildren();
+  for (const r of rows) {
+    const tr = node("tr");
+    for (const c of columns) tr.append(node("td", r[c] ?? "", c === "summary" ? "text" : ""));
+    body.append(tr);
+  }
+}
+
+async function showSavedRow(patientId) {
+  const rows = await loadSaved();
+  const row = rows.find((r) => String(r.patient_id) === String(patientId));
+  if (!row) return;
+  fillTable($("saved-row"), [row]);
+  $("saved-row-wrap").hidden = false;
+}
+
+async function loadSaved() {
+  const status = $("saved-status");
+  try {
+    const { summaries } = await call("list_summaries", {}).result;
+    fillTable($("saved-list"), summaries);
+    say(status, summaries.length ? `${summaries.length} saved` : "None saved yet.");
+    return summaries;
+  } catch (err) {
+    say(status, errorText(err), "error");
+    return [];
+  }
+}
+
+// --- start ------------------------------------------------------------------------------------
+
+function wire() {
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token").value;
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    $("token").value = "";
+    connect();
+  });
+  $("reconnect").addEventListener("click", connect);
+  $("search-form").addEventListener("submit", search);
+  $("summarize").addEventListener("click", summarize);
+  $("cancel").addEventListener("click", cancel);
+  $("check").addEventListener("click", check);
+  $("save").addEventListener("click", () => save(false));
+  $("force").addEventListener("click", () => save(true));
+  $("keep").addEventListener("click", () => {
+    $("confirm").hidden = true;
+    say($("save-status"), "Not saved.");
+    $("summary-text").focus();
+  });
+  $("summary-text").addEventListener("input", () => {
+    $("verdict").textContent = "Edited since the last check: press Check to check this text.";
+    $("verdict").className = "verdict";
+    renderMarks();
+  });
+  window.addEventListener("resize", () => {
+    if (!$("draft").hidden) renderMarks();
+  });
+  $("refresh-saved").addEventListener("click", loadSaved);
+  $("clear-frames").addEventListener("click", () => $("frames").replaceChildren());
+}
+
+async function start() {
+  wire();
+  setConnected(false, "Loading…");
+  try {
+    const response = await fetch("/config.json", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    state.config = await response.json();
+  } catch (err) {
+    setConnected(false, `Cannot load /config.json (${errorText(err)}): reload the page.`, "error");
+    return;
+  }
+  connect();
+}
+
+start();
