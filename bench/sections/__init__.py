@@ -14,7 +14,19 @@ import functools
 
 from bench.harness import Section
 
-from . import concurrency, connect, faces, memory, metrics, relay, save, scale, search, startup
+from . import (
+    concurrency,
+    connect,
+    faces,
+    memory,
+    metrics,
+    relay,
+    save,
+    scale,
+    search,
+    search_quality,
+    startup,
+)
 
 FACES = ("faces100",)  # the embedded model with the WebSocket and HTTP faces on
 
@@ -40,8 +52,7 @@ SECTIONS: dict[str, Section] = {
         Section("concurrency", concurrency.run, "ping under 100 searches + 20 streams"),
         Section("relay_ollama", relay.run_ollama, "relay cost per token", ("ollama100",)),
         Section("save", save.run, "save_summary, 100 to 100,000 rows", ("ollama100",)),
-        # search16's search-quality figures plug in here, as one line:
-        # Section("search_quality", search_quality.run, "...", ...),
+        Section("search_quality", search_quality.run, "precision beside pure vector and BM25"),
         Section("scale", scale.run, "--scale patients", quick=False),
     )
 }
