@@ -32,7 +32,10 @@ log = logging.getLogger("WebSocket")
 server_log = logging.getLogger("Server")
 
 
-async def _load(config: Config) -> App:
+async def _load(config: Config, after: asyncio.Event) -> App:
+    # The HTTP face starts first: its start-up imports would otherwise queue for seconds
+    # behind torch's and Chroma's, which run in loading threads, and /healthz with them.
+    await after.wait()
     app = await build_app(config)
     # What start-up loaded (torch, Chroma, the records) lives as long as the server; left in
     # the collector's view, every full collection walks half a million objects or more and
@@ -57,7 +60,10 @@ async def serve_forever(config: Config, protocol_fd: int | None = None) -> None:
     policy = config.policy()
     ws_sock = None if config.stdio else ws_face.listen(config)
     ws_port = ws_sock.getsockname()[1] if ws_sock else None
-    loading = asyncio.ensure_future(_load(config))
+    http_started = asyncio.Event()
+    if config.http_port is None:
+        http_started.set()
+    loading = asyncio.ensure_future(_load(config, http_started))
 
     async def ws() -> None:
         async with ws_face.running(config, await loading, policy, ws_sock) as (server, _app):
@@ -67,6 +73,7 @@ async def serve_forever(config: Config, protocol_fd: int | None = None) -> None:
 
     async def http() -> None:
         async with http_face.running(config, loading, policy, ws_port):
+            http_started.set()
             await stop.wait()
 
     async def stdio() -> None:
