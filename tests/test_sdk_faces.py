@@ -434,13 +434,18 @@ async def test_all_faces_subprocess_sigterm_exits_zero(
 ) -> None:
     ollama.reset(tps=20)
     args = ["--ollama-host", ollama.url, "--http-port", "0"]
-    server = ServerProcess(
-        server_args(data_dir, tmp_path / "s.csv", *args, backend="ollama")
-    ).wait_ready()
+    server = ServerProcess(server_args(data_dir, tmp_path / "s.csv", *args, backend="ollama"))
+    assert server.wait_for("HTTP face listening", 60), server.log
     url = re.search(r"HTTP face listening on (http://\S+)", server.log)
     assert url is not None
-    async with httpx.AsyncClient(base_url=url.group(1)) as client:
-        assert (await client.get("/healthz")).status_code == 200
+    statuses = []
+    async with httpx.AsyncClient(base_url=url.group(1)) as client, asyncio.timeout(120):
+        # Served while the records, the index and the model load (seconds): 503, then 200.
+        while not statuses or statuses[-1] != 200:
+            statuses.append((await client.get("/healthz")).status_code)
+            await asyncio.sleep(0.05)
+    assert statuses[0] == 503 and set(statuses) == {503, 200}
+    server.wait_ready()
     async with (
         streamable_http_client(url.group(1) + "/mcp") as (read, write, _),
         ClientSession(read, write) as session,
