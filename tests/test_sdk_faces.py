@@ -402,11 +402,14 @@ def test_claim_stdout_keeps_c_level_writes_off_the_protocol() -> None:
 
 
 @pytest.mark.slow
-async def test_stdio_subprocess_with_the_sdk_client(data_dir: Path, tmp_path: Path) -> None:
-    """`--stdio` with the embedded model (llama.cpp writes to fd 1 if anyone lets it) and
-    the SDK's minimal host environment; every line on stdout must be JSON-RPC."""
+async def test_stdio_subprocess_with_the_sdk_client(
+    data_dir: Path, tmp_path: Path, ollama: OllamaThread
+) -> None:
+    """`--stdio` started as hosts start it: the SDK's `stdio_client` with its minimal
+    environment (HOME, PATH and little else). Every line on stdout must be JSON-RPC."""
     errlog = tmp_path / "stderr.log"
-    args = server_args(data_dir, tmp_path / "summaries.csv", "--stdio")
+    extra = ("--stdio", "--ollama-host", ollama.url)
+    args = server_args(data_dir, tmp_path / "summaries.csv", *extra, backend="ollama")
     params = StdioServerParameters(command=sys.executable, args=["mcp_server.py", *args], cwd=REPO)
     not_json: list[Exception] = []
 
@@ -423,6 +426,7 @@ async def test_stdio_subprocess_with_the_sdk_client(data_dir: Path, tmp_path: Pa
             # Answered at once: loading goes on in the background.
             assert "Server ready" not in errlog.read_text()
             await _walk_every_tool(session)
+            await _cancel_at_the_model(session, ollama)
     assert not not_json
     log = errlog.read_text()
     assert "Server ready (MCP over stdio)" in log and "stdin closed" in log
