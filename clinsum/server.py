@@ -89,9 +89,12 @@ async def serve_forever(config: Config, protocol_fd: int | None = None) -> None:
             await wait_loaded(loading)
             server_log.info("Server ready (MCP over stdio)")
 
+    # The network faces end themselves once `stop` is set; stdio waits on the host's stdin,
+    # so it is cancelled instead.
     faces: list[Coroutine[Any, Any, None]] = []
+    cancelled_on_stop: list[Coroutine[Any, Any, None]] = []
     if config.stdio:
-        faces += [stdio(), ready_on_stdio()]
+        cancelled_on_stop += [stdio(), ready_on_stdio()]
     else:
         faces.append(ws())
     if config.http_port is not None:
@@ -100,9 +103,12 @@ async def serve_forever(config: Config, protocol_fd: int | None = None) -> None:
         async with asyncio.TaskGroup() as group:
             for face in faces:
                 group.create_task(face)
+            to_cancel = [group.create_task(face) for face in cancelled_on_stop]
             await stop.wait()
             server_log.info("Shutting down: cancelling work and closing connections")
             loading.cancel()  # if still loading: nothing waits for it any more
+            for task in to_cancel:
+                task.cancel()
     except* StartupError as failed:
         raise failed.exceptions[0] from None
     finally:

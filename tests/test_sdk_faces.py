@@ -432,6 +432,31 @@ async def test_stdio_subprocess_with_the_sdk_client(
     assert "Server ready (MCP over stdio)" in log and "stdin closed" in log
 
 
+def test_stdio_sigterm_while_loading_and_files_refused(data_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM stops `--stdio` at once, even while the model loads in a thread; stdin from a
+    file (not a pipe, as hosts give) is a clear start-up error."""
+    cmd = [sys.executable, "mcp_server.py", *server_args(data_dir, tmp_path / "s.csv", "--stdio")]
+    server = subprocess.Popen(
+        cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert server.stderr is not None
+    try:
+        while b"waiting for the host's initialize" not in server.stderr.readline():
+            assert server.poll() is None
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0  # stdin still open; 30 s is a hang guard, not a figure
+        out, err = server.communicate(timeout=10)
+    finally:
+        server.kill()
+    assert out == b"" and b"Server ready" not in err
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps(INIT) + "\n")
+    with requests.open("rb") as stdin:
+        done = subprocess.run(cmd, cwd=REPO, stdin=stdin, capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert b"--stdio needs stdin and stdout to be pipes" in done.stderr
+
+
 @pytest.mark.slow
 async def test_all_faces_subprocess_sigterm_exits_zero(
     data_dir: Path, tmp_path: Path, ollama: OllamaThread
