@@ -286,6 +286,11 @@ async def test_http_healthz_then_metrics(app: App) -> None:
         }
         assert (await client.post("/mcp", json=call, headers=headers)).status_code == 200
         scraped = await client.get("/metrics")
+    failed: asyncio.Future[App] = asyncio.get_running_loop().create_future()
+    failed.set_exception(StartupError("no model"))
+    async with asgi_client(failed) as client:
+        broken = await client.get("/healthz")
+        assert broken.status_code == 503 and broken.json() == {"status": "failed"}
     assert scraped.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     body = scraped.text
     assert 'clinsum_requests_total{method="search",outcome="ok"} 1.0' in body
