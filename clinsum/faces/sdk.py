@@ -36,7 +36,7 @@ log = logging.getLogger("MCP Protocol")
 DISCONNECT_CHECK_S = 0.05  # how late a generation may notice an HTTP client that left
 
 
-class ProgressEvents:
+class SdkProgress:
     """The SDK faces' spelling: one `notifications/progress` per token, on the request's own
     stream (`related_request_id`), when the caller gave a progressToken; queue positions are
     not sent (MCP progress must only increase).
@@ -82,7 +82,7 @@ class ProgressEvents:
 
 
 async def _no_notify(method: str, params: dict[str, Any]) -> None:
-    """`Call.notify` for SDK requests: events go through `ProgressEvents`; nothing else
+    """`Call.notify` for SDK requests: events go through `SdkProgress`; nothing else
     notifies."""
 
 
@@ -112,7 +112,7 @@ def build_server(app: AppSource) -> Server:
             session = sessions[ctx.session] = Session(peer=_peer(ctx.request))
         log.info("tools/call %s (id %s)", clip(name, 40), clip(repr(ctx.request_id), 40))
         meta = ctx.meta.model_dump(by_alias=True, exclude_none=True) if ctx.meta else {}
-        events = ProgressEvents(ctx.session, ctx.request_id, meta.get("progressToken"), ctx.request)
+        events = SdkProgress(ctx.session, ctx.request_id, meta.get("progressToken"), ctx.request)
         call = Call(ctx.request_id, "tools/call", _no_notify, session, meta=meta, events=events)
         try:
             current = await wait_loaded(app)
@@ -139,4 +139,4 @@ def _peer(request: Any) -> str:
     return f"{client.host}:{client.port}" if client else "stdio"
 
 
-__all__ = ["ProgressEvents", "build_server"]
+__all__ = ["SdkProgress", "build_server"]
