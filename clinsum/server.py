@@ -32,7 +32,10 @@ log = logging.getLogger("WebSocket")
 server_log = logging.getLogger("Server")
 
 
-async def _load(config: Config) -> App:
+async def _load(config: Config, after: asyncio.Event) -> App:
+    # The HTTP face starts first: its start-up imports would otherwise queue for seconds
+    # behind torch's and Chroma's, which run in loading threads, and /healthz with them.
+    await after.wait()
     app = await build_app(config)
     # What start-up loaded (torch, Chroma, the records) lives as long as the server; left in
     # the collector's view, every full collection walks half a million objects or more and
@@ -57,7 +60,10 @@ async def serve_forever(config: Config, protocol_fd: int | None = None) -> None:
     policy = config.policy()
     ws_sock = None if config.stdio else ws_face.listen(config)
     ws_port = ws_sock.getsockname()[1] if ws_sock else None
-    loading = asyncio.ensure_future(_load(config))
+    http_started = asyncio.Event()
+    if config.http_port is None:
+        http_started.set()
+    loading = asyncio.ensure_future(_load(config, http_started))
 
     async def ws() -> None:
         async with ws_face.running(config, await loading, policy, ws_sock) as (server, _app):
@@ -67,6 +73,7 @@ async def serve_forever(config: Config, protocol_fd: int | None = None) -> None:
 
     async def http() -> None:
         async with http_face.running(config, loading, policy, ws_port):
+            http_started.set()
             await stop.wait()
 
     async def stdio() -> None:
@@ -82,9 +89,12 @@ async def serve_forever(config: Config, protocol_fd: int | None = None) -> None:
             await wait_loaded(loading)
             server_log.info("Server ready (MCP over stdio)")
 
+    # The network faces end themselves once `stop` is set; stdio waits on the host's stdin,
+    # so it is cancelled instead.
     faces: list[Coroutine[Any, Any, None]] = []
+    cancelled_on_stop: list[Coroutine[Any, Any, None]] = []
     if config.stdio:
-        faces += [stdio(), ready_on_stdio()]
+        cancelled_on_stop += [stdio(), ready_on_stdio()]
     else:
         faces.append(ws())
     if config.http_port is not None:
@@ -93,9 +103,12 @@ async def serve_forever(config: Config, protocol_fd: int | None = None) -> None:
         async with asyncio.TaskGroup() as group:
             for face in faces:
                 group.create_task(face)
+            to_cancel = [group.create_task(face) for face in cancelled_on_stop]
             await stop.wait()
             server_log.info("Shutting down: cancelling work and closing connections")
             loading.cancel()  # if still loading: nothing waits for it any more
+            for task in to_cancel:
+                task.cancel()
     except* StartupError as failed:
         raise failed.exceptions[0] from None
     finally:

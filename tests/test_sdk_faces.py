@@ -286,6 +286,11 @@ async def test_http_healthz_then_metrics(app: App) -> None:
         }
         assert (await client.post("/mcp", json=call, headers=headers)).status_code == 200
         scraped = await client.get("/metrics")
+    failed: asyncio.Future[App] = asyncio.get_running_loop().create_future()
+    failed.set_exception(StartupError("no model"))
+    async with asgi_client(failed) as client:
+        broken = await client.get("/healthz")
+        assert broken.status_code == 503 and broken.json() == {"status": "failed"}
     assert scraped.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     body = scraped.text
     assert 'clinsum_requests_total{method="search",outcome="ok"} 1.0' in body
@@ -402,11 +407,14 @@ def test_claim_stdout_keeps_c_level_writes_off_the_protocol() -> None:
 
 
 @pytest.mark.slow
-async def test_stdio_subprocess_with_the_sdk_client(data_dir: Path, tmp_path: Path) -> None:
-    """`--stdio` with the embedded model (llama.cpp writes to fd 1 if anyone lets it) and
-    the SDK's minimal host environment; every line on stdout must be JSON-RPC."""
+async def test_stdio_subprocess_with_the_sdk_client(
+    data_dir: Path, tmp_path: Path, ollama: OllamaThread
+) -> None:
+    """`--stdio` started as hosts start it: the SDK's `stdio_client` with its minimal
+    environment (HOME, PATH and little else). Every line on stdout must be JSON-RPC."""
     errlog = tmp_path / "stderr.log"
-    args = server_args(data_dir, tmp_path / "summaries.csv", "--stdio")
+    extra = ("--stdio", "--ollama-host", ollama.url)
+    args = server_args(data_dir, tmp_path / "summaries.csv", *extra, backend="ollama")
     params = StdioServerParameters(command=sys.executable, args=["mcp_server.py", *args], cwd=REPO)
     not_json: list[Exception] = []
 
@@ -423,9 +431,35 @@ async def test_stdio_subprocess_with_the_sdk_client(data_dir: Path, tmp_path: Pa
             # Answered at once: loading goes on in the background.
             assert "Server ready" not in errlog.read_text()
             await _walk_every_tool(session)
+            await _cancel_at_the_model(session, ollama)
     assert not not_json
     log = errlog.read_text()
     assert "Server ready (MCP over stdio)" in log and "stdin closed" in log
+
+
+def test_stdio_sigterm_while_loading_and_files_refused(data_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM stops `--stdio` at once, even while the model loads in a thread; stdin from a
+    file (not a pipe, as hosts give) is a clear start-up error."""
+    cmd = [sys.executable, "mcp_server.py", *server_args(data_dir, tmp_path / "s.csv", "--stdio")]
+    server = subprocess.Popen(
+        cmd, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert server.stderr is not None
+    try:
+        while b"waiting for the host's initialize" not in server.stderr.readline():
+            assert server.poll() is None
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(30) == 0  # stdin still open; 30 s is a hang guard, not a figure
+        out, err = server.communicate(timeout=10)
+    finally:
+        server.kill()
+    assert out == b"" and b"Server ready" not in err
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps(INIT) + "\n")
+    with requests.open("rb") as stdin:
+        done = subprocess.run(cmd, cwd=REPO, stdin=stdin, capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert b"--stdio needs stdin and stdout to be pipes" in done.stderr
 
 
 @pytest.mark.slow
@@ -434,13 +468,18 @@ async def test_all_faces_subprocess_sigterm_exits_zero(
 ) -> None:
     ollama.reset(tps=20)
     args = ["--ollama-host", ollama.url, "--http-port", "0"]
-    server = ServerProcess(
-        server_args(data_dir, tmp_path / "s.csv", *args, backend="ollama")
-    ).wait_ready()
+    server = ServerProcess(server_args(data_dir, tmp_path / "s.csv", *args, backend="ollama"))
+    assert server.wait_for("HTTP face listening", 60), server.log
     url = re.search(r"HTTP face listening on (http://\S+)", server.log)
     assert url is not None
-    async with httpx.AsyncClient(base_url=url.group(1)) as client:
-        assert (await client.get("/healthz")).status_code == 200
+    statuses = []
+    async with httpx.AsyncClient(base_url=url.group(1)) as client, asyncio.timeout(120):
+        # Served while the records, the index and the model load (seconds): 503, then 200.
+        while not statuses or statuses[-1] != 200:
+            statuses.append((await client.get("/healthz")).status_code)
+            await asyncio.sleep(0.05)
+    assert statuses[0] == 503 and set(statuses) == {503, 200}
+    server.wait_ready()
     async with (
         streamable_http_client(url.group(1) + "/mcp") as (read, write, _),
         ClientSession(read, write) as session,

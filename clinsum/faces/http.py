@@ -38,6 +38,7 @@ from ..app import AppSource, loaded, on_loaded
 from ..config import Config, StartupError, check_access
 from ..jsonrpc import INVALID_REQUEST, PARSE_ERROR, RPCError, error_reply, parse
 from ..metrics import CONTENT_TYPE
+from ..tools import App
 from .base import LOOPBACK_NAMES, Policy, RefusalLog
 from .sdk import build_server
 
@@ -273,7 +274,10 @@ def build_asgi(
     async def healthz(request: Request) -> Response:
         app = loaded(source)
         if app is None:
-            return JSONResponse({"status": "loading"}, 503, headers={"Retry-After": "1"})
+            # "failed" only with --stdio, which keeps running to tell the host why.
+            failed = not isinstance(source, App) and source.done()
+            status = "failed" if failed else "loading"
+            return JSONResponse({"status": status}, 503, headers={"Retry-After": "1"})
         return JSONResponse(
             {
                 "status": "ok",

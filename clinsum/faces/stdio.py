@@ -16,13 +16,13 @@ import asyncio
 import logging
 import os
 import sys
-from io import TextIOWrapper
 from typing import Any, cast
 
 import anyio
 from mcp.server.stdio import stdio_server
 
 from ..app import AppSource
+from ..config import StartupError
 from .sdk import build_server
 
 log = logging.getLogger("MCP Protocol")
@@ -80,20 +80,25 @@ class _Out:
             raise anyio.ClosedResourceError from None
 
 
-async def _pipes(protocol_fd: int, max_line: int) -> tuple[Any, Any]:
-    """stdin and the protocol fd as asyncio pipes (what hosts give us), or, for regular files
-    (`--stdio < requests.jsonl > replies.jsonl`), as the SDK's thread-backed files."""
+async def _pipes(protocol_fd: int, max_line: int) -> tuple[_Lines, _Out]:
+    """stdin and the protocol fd as non-blocking asyncio pipes.
+
+    Raises:
+        StartupError: stdin or stdout is a regular file, not a pipe (as hosts give) or a
+            terminal.
+    """
     loop = asyncio.get_running_loop()
-    out_file = os.fdopen(protocol_fd, "wb", buffering=0)
+    reader = asyncio.StreamReader(limit=max_line, loop=loop)
     try:
-        reader = asyncio.StreamReader(limit=max_line, loop=loop)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         transport, protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, out_file
+            asyncio.streams.FlowControlMixin, os.fdopen(protocol_fd, "wb", buffering=0)
         )
-    except ValueError:  # not a pipe, socket or character device
-        stdin = TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
-        return anyio.wrap_file(stdin), anyio.wrap_file(TextIOWrapper(out_file, encoding="utf-8"))
+    except ValueError:
+        raise StartupError(
+            "--stdio needs stdin and stdout to be pipes, as MCP hosts start servers, or a "
+            "terminal; not files"
+        ) from None
     writer = asyncio.StreamWriter(transport, cast(Any, protocol), None, loop)
     return _Lines(reader), _Out(writer)
 
