@@ -10,9 +10,9 @@ import logging
 from collections.abc import Callable
 from contextlib import aclosing, suppress
 
+from . import recordcache
 from .backends import Backend, LLMError, create_backend
 from .config import Config, StartupError
-from .legacy import data as legacy_data
 from .prompt import build_messages, prefill
 from .records import Patient, RecordError
 from .search import PatientIndex, SearchError
@@ -23,11 +23,15 @@ server_log = logging.getLogger("Server")
 
 
 async def build_app(config: Config) -> App:
-    """Load records, open the index and the model (in parallel), and the summaries file."""
+    """Load records, open the index and the model (in parallel), and the summaries file.
+
+    The records come first and alone: llama.cpp points fd 2 at /dev/null while it loads a
+    model, so a bad data file reported during that time would exit without a word.
+    """
     if config.data_note:
         server_log.info("%s", config.data_note)
     try:
-        loaded = await asyncio.to_thread(legacy_data.load, config.data)
+        loaded = await asyncio.to_thread(recordcache.load, config.data)
     except RecordError as exc:
         raise StartupError(str(exc)) from None
     patients = loaded.patients

@@ -40,8 +40,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from clinsum import logs
-from clinsum.legacy import data as patient_files
+from clinsum import logs, recordcache
 from clinsum.phrases import (
     Form,
     Match,
@@ -664,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup("info")
     try:
-        patients = patient_files.load(args.data).patients
+        patients = recordcache.load(args.data).patients
         index = PatientIndex.open(patients, args.data, chroma_url=args.chroma_url)
         hits = index.search(args.query, args.top_k) if args.query else []
     except (RecordError, SearchError) as exc:

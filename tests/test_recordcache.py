@@ -1,0 +1,123 @@
+"""The validated-records cache (clinsum/recordcache.py): the same patients as validating the
+file, taken from the cache only while the file and the loader's code are unchanged."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from clinsum import recordcache
+from clinsum.legacy import data
+from clinsum.records import RecordError
+
+REPO = Path(__file__).resolve().parent.parent
+ORIGINAL = REPO / "tests" / "data" / "original"
+FILES = [
+    REPO / "patient_data.csv",
+    REPO / "tests" / "data" / "synthea_patients.csv",
+    ORIGINAL / "patients_data.csv",
+    ORIGINAL / "patients_data.json",
+    ORIGINAL / "patients_detailed.csv",
+]
+
+
+def copy(source: Path, folder: Path) -> Path:
+    target = folder / source.name
+    shutil.copy(source, target)
+    return target
+
+
+def refuse_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(path: object) -> None:
+        raise AssertionError("validated the file again instead of reading the cache")
+
+    monkeypatch.setattr(recordcache.patient_files, "load", fail)
+
+
+@pytest.mark.parametrize("source", FILES, ids=lambda p: p.name)
+def test_the_cache_gives_exactly_what_validation_gives(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every shape (ours, Synthea, the original's three), every field and extra visit key,
+    the scale and the log notes. Mutation caught: a field dropped or re-typed in the cache."""
+    path = copy(source, tmp_path)
+    expected = data.load(path)
+    first = recordcache.load(path)  # validates and writes the cache
+    assert recordcache.cache_path(path).stat().st_mode & 0o777 == 0o600  # patient data
+    refuse_validation(monkeypatch)
+    cached = recordcache.load(path)
+    assert cached.patients == expected.patients == first.patients
+    assert list(cached.patients) == list(expected.patients)  # file order kept
+    assert (cached.kind, cached.scale, cached.notes) == (
+        expected.kind,
+        expected.scale,
+        expected.notes,
+    )
+
+
+def test_csv_and_json_of_one_stem_keep_separate_caches(tmp_path: Path) -> None:
+    csv_path = copy(ORIGINAL / "patients_data.csv", tmp_path)
+    json_path = copy(ORIGINAL / "patients_data.json", tmp_path)
+    assert recordcache.cache_path(csv_path) != recordcache.cache_path(json_path)
+    assert recordcache.load(csv_path).kind != recordcache.load(json_path).kind
+
+
+def test_an_edited_file_is_validated_again(tmp_path: Path) -> None:
+    """Mutation caught: the cache keyed by the file's name or mtime instead of its bytes."""
+    path = copy(REPO / "patient_data.csv", tmp_path)
+    before = recordcache.load(path).patients[1].name
+    path.write_text(path.read_text().replace(before, "Zelda Quint", 1))
+    assert recordcache.load(path).patients[1].name == "Zelda Quint"
+    path.write_text(path.read_text().replace("Zelda Quint", "Zelda Quint,", 1))
+    with pytest.raises(RecordError):  # a bad edit is refused, never served from the cache
+        recordcache.load(path)
+
+
+def test_new_loader_rules_are_applied_to_a_cached_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = copy(REPO / "patient_data.csv", tmp_path)
+    recordcache.load(path)
+    calls: list[Path] = []
+    real = data.load
+
+    def counting(p: Path) -> data.Loaded:
+        calls.append(p)
+        return real(p)
+
+    monkeypatch.setattr(recordcache.patient_files, "load", counting)
+    monkeypatch.setattr(recordcache, "_fingerprint", lambda: "other rules")
+    recordcache.load(path)
+    assert calls == [path]
+
+
+@pytest.mark.parametrize(
+    "damage", [b"", b"{", b'{"key": 1}', b"[]", b'{"key": null, "patients": 3}']
+)
+def test_a_damaged_cache_is_rebuilt(tmp_path: Path, damage: bytes) -> None:
+    path = copy(ORIGINAL / "patients_detailed.csv", tmp_path)
+    expected = recordcache.load(path).patients
+    cache = recordcache.cache_path(path)
+    cache.write_bytes(damage)
+    assert recordcache.load(path).patients == expected
+    assert cache.read_bytes() != damage
+
+
+def test_a_read_only_folder_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = copy(REPO / "tests" / "data" / "synthea_patients.csv", tmp_path)
+
+    def no_room(*args: object, **kwargs: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recordcache.os, "open", no_room)
+    assert len(recordcache.load(path).patients) == 59
+    assert not recordcache.cache_path(path).exists()
+
+
+@pytest.mark.parametrize("name", ["missing.csv", "folder"])
+def test_a_file_that_cannot_be_read_is_the_loaders_clear_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(RecordError, match=r"not found|not a file"):
+        recordcache.load(tmp_path / name)
