@@ -74,16 +74,6 @@ HANDWRITTEN_QUERIES = {
 }
 
 
-def holders(patients: dict[int, Patient]) -> dict[str, set[int]]:
-    """condition key -> ids of patients whose medical history names it (the ground truth)."""
-    out: dict[str, set[int]] = {}
-    for p in patients.values():
-        for concept in find_concepts(p.medical_history):
-            if concept.startswith("condition:"):
-                out.setdefault(concept.split(":", 1)[1], set()).add(p.patient_id)
-    return out
-
-
 def with_symptom(patients: dict[int, Patient], symptom: str) -> set[int]:
     return {
         p.patient_id
