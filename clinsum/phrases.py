@@ -103,6 +103,18 @@ def mask_numbers(text: str) -> str:
     return _DIGITS.sub("#", text)
 
 
+def unmask(masked: str, notes: Iterable[str]) -> str:
+    """The clause of `notes` that `masked` stands for, with its numbers back ("Metformin
+    reduced to 500mg", not "#mg"): what a person reads in `matched` is the record's words."""
+    if "#" not in masked:
+        return masked
+    for text in notes:
+        for part in _CLAUSE_SPLIT.split(text):
+            if _DIGITS.sub("#", part.strip()) == masked:
+                return part.strip()
+    return masked
+
+
 def note_clauses(text: str) -> list[str]:
     """The clauses of a note, without negated ones; numbers masked as "#" (a blood pressure
     of 144/91 is not something anyone searches for by its digits, and masking keeps the

@@ -50,6 +50,7 @@ from clinsum.phrases import (
     mask_numbers,
     note_clauses,
     query_parts,
+    unmask,
     whole_query,
 )
 from clinsum.phrases import key as phrase_key
@@ -457,12 +458,14 @@ class PatientIndex:
         """The hit with `matched` saying, strongest first, which record phrase answered the
         query, in which field, and how: exact, synonym, narrower, or similar with its cosine."""
         patient = self._patients[position]
+        notes = [v.notes for v in patient.visit_history]
         shown: dict[str, float] = {}
         for field, phrase in self._corpus.phrases_of(patient):
             for found in parts:
                 m = found.get(phrase)
                 if m is not None:
-                    label = f"{self._table.texts[phrase]} ({FIELDS[field]}, {m.how})"
+                    text = unmask(self._table.texts[phrase], notes)
+                    label = f"{text} ({FIELDS[field]}, {m.how})"
                     shown[label] = max(shown.get(label, 0.0), m.strength * FIELD_WEIGHTS[field])
         matched = sorted(shown, key=lambda s: -shown[s])
         matched += [f"{w} (name)" for w in names if w in _NAME_WORD.findall(patient.name.lower())]

@@ -646,3 +646,15 @@ def test_bad_chroma_url(tmp_path, embedder, url, message) -> None:
     with pytest.raises(SearchError) as err:
         PatientIndex.open(load_patients(path), path, chroma_url=url, embedder=embedder)
     assert url in str(err.value) and message in str(err.value)
+
+
+def test_matched_shows_the_records_own_words_not_masked_numbers(main) -> None:
+    """Notes are indexed with their numbers masked ("reduced to #mg"); `matched` must still
+    quote the record ("reduced to 500mg"). Mutation caught: the masked phrase shown."""
+    index, patients, _ = main
+    shown = [m for h in index.search("diabetes", top_k=50) for m in h.matched]
+    assert shown and not [m for m in shown if "#" in m]
+    notes = [m for m in shown if "(visit notes," in m and any(c.isdigit() for c in m)]
+    assert notes, "no note clause with a number matched: the test needs another query"
+    every_note = " ".join(v.notes for p in patients.values() for v in p.visit_history)
+    assert all(m.split(" (visit notes,")[0] in every_note for m in notes)
