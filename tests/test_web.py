@@ -202,6 +202,14 @@ def test_full_flow(
         text = hits.nth(i).inner_text()
         hit = patients[int(re.search(r"#(\d+)", text)[1])]
         assert hit.name in text and hit.gender == "Female" and "Matched" in text, text
+        # The three strongest matches, then a count: "diabetes" matches a dozen phrases of a
+        # diabetic's chart, and each hit names why it is there without repeating the chart.
+        matched = text.split("Matched: ", 1)[1]
+        shown, _, more = matched.partition(" (and ")
+        assert len(shown.split("; ")) <= 3, text
+        assert not more or re.fullmatch(r"\d+ more\)", more.strip()), text
+    # Mutation caught: every match listed (a diabetic's chart gives more than three).
+    assert any(" more)" in hits.nth(i).inner_text() for i in range(hits.count()))
     patient = next(p for p in patients.values() if p.gender == "Female" and "iabetes" in str(p))
     _open(page, patient.name)
 

@@ -21,6 +21,17 @@ const state = {
   running: null, // {id} while a summary is generated
 };
 
+// The strongest matches, as the terminal clients show them: a common condition can match a
+// dozen phrases of one record, and the list is there to say why, not to repeat the chart.
+const MATCHED_SHOWN = 3;
+
+function matchedText(matched) {
+  if (!matched.length) return "Matched by meaning";
+  const rest = matched.length - MATCHED_SHOWN;
+  const shown = matched.slice(0, MATCHED_SHOWN).join("; ");
+  return `Matched: ${shown}${rest > 0 ? ` (and ${rest} more)` : ""}`;
+}
+
 function node(tag, text, cls) {
   const el = document.createElement(tag);
   if (text !== undefined && text !== null) el.textContent = String(text);
@@ -165,7 +176,7 @@ function renderHits(hits) {
     button.append(
       node("span", hit.name, "hit-name"),
       node("span", `${hit.age} · ${hit.gender} · #${hit.patient_id}`, "hit-meta"),
-      node("span", hit.matched.length ? `Matched: ${hit.matched.join(", ")}` : "Matched by meaning", "hit-matched"),
+      node("span", matchedText(hit.matched), "hit-matched"),
     );
     button.addEventListener("click", () => openPatient(hit.patient_id));
     const item = node("li");
