@@ -19,7 +19,6 @@ _QUIET = (
     "httpx",
     "httpcore",
     "chromadb",
-    "sentence_transformers",
     "urllib3",
     "mcp",
     "uvicorn",

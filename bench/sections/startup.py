@@ -60,7 +60,7 @@ async def imports_alone() -> float:
     proc = await asyncio.create_subprocess_exec(
         PY,
         "-c",
-        "import torch, sentence_transformers, chromadb, llama_cpp, clinsum.server",
+        "import torch, tokenizers, safetensors, chromadb, llama_cpp, clinsum.server",
         cwd=REPO,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -88,7 +88,7 @@ async def run(ctx: Context) -> list[Row]:
             "s",
             ready_s,
             summary(floor),
-            "importing torch, sentence-transformers, chromadb, llama_cpp alone",
+            "importing torch, tokenizers, safetensors, chromadb, llama_cpp alone",
             "ratio",
             "< 8 s",
             ready_s["median"] < 8,
