@@ -71,4 +71,4 @@ data: setup                          ## regenerate patient_data.csv (seeded: sam
 	$(PY) -m clinsum.datagen --out patient_data.csv --n 100 --seed 42
 
 clean:
-	rm -rf *.chroma *.terms.npz *.records.json .pytest_cache .ruff_cache $(INTEROP)
+	rm -rf *.chroma *.terms.npz *.records.json *.records.jsonl .pytest_cache .ruff_cache $(INTEROP)

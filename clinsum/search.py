@@ -32,7 +32,7 @@ import sys
 import threading
 import zipfile
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,7 @@ from clinsum.phrases import (
     whole_query,
 )
 from clinsum.phrases import key as phrase_key
+from clinsum.recordcache import Records
 from clinsum.records import Patient, RecordError, file_hash
 
 if TYPE_CHECKING:
@@ -305,11 +306,12 @@ class PatientIndex:
         self._corpus = corpus
         self._vectors = vectors
         self._table = corpus.table
-        self._patients = list(patients.values())
-        self._ages = np.array([p.age for p in self._patients], dtype=np.int16)
-        self._risks = np.array([p.risk_score for p in self._patients], dtype=np.float32)
-        self._scale = max((p.score_scale for p in self._patients), default=1.0)
-        genders = [p.gender.lower() for p in self._patients]
+        # Columns, not objects: a patient is decoded only when it is a hit.
+        self._records = records = Records.of(patients)
+        self._ages = records.ages
+        self._risks = records.risks
+        self._scale = records.scale
+        genders = [g.lower() for g in records.genders]
         self._gender_codes = {g: i for i, g in enumerate(dict.fromkeys(genders))}
         self._genders = np.array([self._gender_codes[g] for g in genders], dtype=np.int16)
         self._query_vectors: dict[str, np.ndarray] = {}  # oldest first, at most QUERY_CACHE
@@ -334,7 +336,8 @@ class PatientIndex:
 
             embedder = load_embedder()
         client, where = _connect(data_path, chroma_url)
-        corpus = _Corpus.cached(list(patients.values()), data_path)
+        patients = Records.of(patients)
+        corpus = _Corpus.cached(patients, data_path)
         try:
             vectors, embedded = _phrase_vectors(
                 client, embedder, corpus.table.texts[: corpus.table.embedded], show_progress
@@ -436,7 +439,7 @@ class PatientIndex:
         wanted = _check_filters(filters, self._scale)
         parts = self.matches(text)
         corpus = self._corpus
-        total = np.zeros(len(self._patients), dtype=np.float32)
+        total = np.zeros(len(self._records), dtype=np.float32)
         for found in parts:
             total += corpus.scores(found)
         names = [w for w in dict.fromkeys(_NAME_WORD.findall(text.lower())) if w in corpus.names]
@@ -457,7 +460,7 @@ class PatientIndex:
     ) -> Hit:
         """The hit with `matched` saying, strongest first, which record phrase answered the
         query, in which field, and how: exact, synonym, narrower, or similar with its cosine."""
-        patient = self._patients[position]
+        patient = self._records.at(position)
         notes = [v.notes for v in patient.visit_history]
         shown: dict[str, float] = {}
         for field, phrase in self._corpus.phrases_of(patient):
@@ -516,7 +519,7 @@ class _Corpus:
         self.table = PhraseTable(texts, embedded)
 
     @classmethod
-    def build(cls, patients: Sequence[Patient]) -> _Corpus:
+    def build(cls, patients: Collection[Patient]) -> _Corpus:
         item_ids: dict[tuple[int, str], int] = {}
         cell_items: dict[tuple[int, str], list[int]] = {}
         # 4-byte ints, not Python lists: 100,000 patients make ~3 million occurrences.
@@ -577,7 +580,7 @@ class _Corpus:
         return cls(len(patients), list(item_ids), texts, embedded, arrays, name_words)
 
     @classmethod
-    def cached(cls, patients: Sequence[Patient], data_path: Path) -> _Corpus:
+    def cached(cls, records: Records, data_path: Path) -> _Corpus:
         """The saved corpus if it was made from this exact file content, else a new one
         (saved for next time when the folder is writable)."""
         store = data_path.parent / f"{data_path.stem}.terms.npz"
@@ -585,7 +588,7 @@ class _Corpus:
             data_hash = file_hash(data_path)
         except OSError as exc:
             raise SearchError(f"cannot read the data file {data_path}: {exc}") from None
-        fresh = {"data_hash": data_hash, "version": INDEX_VERSION, "size": len(patients)}
+        fresh = {"data_hash": data_hash, "version": INDEX_VERSION, "size": len(records)}
         with (
             contextlib.suppress(OSError, ValueError, KeyError, zipfile.BadZipFile),
             np.load(store) as saved,
@@ -597,7 +600,7 @@ class _Corpus:
                 return cls(
                     meta["size"], keys, meta["texts"], meta["embedded"], arrays, meta["names"]
                 )
-        corpus = cls.build(patients)
+        corpus = cls.build(records.values())
         meta = {
             "data_hash": data_hash,
             "version": INDEX_VERSION,

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -38,6 +38,7 @@ from .jsonrpc import (
 )
 from .metrics import Metrics
 from .prompt import STYLES, build_messages, default_style, model_part_done, prefill
+from .recordcache import Records
 from .records import Patient
 from .search import (
     MAX_QUERY_CHARS,
@@ -222,7 +223,7 @@ class Summary:
 class App:
     """Everything a request may touch: the records, the index, the model and the store."""
 
-    patients: dict[int, Patient]
+    patients: Mapping[int, Patient]  # `Records` once built: decoded one patient at a time
     index: PatientIndex
     backend: Backend
     store: SummaryStore
@@ -237,7 +238,8 @@ class App:
     _threads: dict[int, list[Any]] = field(default_factory=dict)  # id(session) -> [sem, users]
 
     def __post_init__(self) -> None:
-        self.known_names = tuple(p.name for p in self.patients.values())
+        self.patients = Records.of(self.patients)
+        self.known_names = tuple(self.patients.names)
 
     def patient(self, patient_id: int) -> Patient:
         try:

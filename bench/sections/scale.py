@@ -22,7 +22,7 @@ async def run(ctx: Context) -> list[Row]:
     start = ctx.raw["startup_big"] = await startup_once("startup_big", big, big_summaries)
     async with server("embedded_big", big, big_summaries, "embedded") as srv:
         rows = await search_rows(
-            "search_big", f"Search, {n:,} patients", srv, big_index, N_SEARCH, 60
+            "search_big", f"Search, {n:,} patients", srv, big_index, N_SEARCH, 25
         )
         peak = ctx.raw["peak_rss_big_kib"] = proc_status(srv.pid)["VmHWM"]
     return [
@@ -30,9 +30,10 @@ async def run(ctx: Context) -> list[Row]:
         single(
             "startup_big",
             f"Start-up to ready, {n:,} patients, existing index",
-            f"{start['ready_s']:.2f} s",
-            "< 8 s",
-            start["ready_s"] < 8,
+            f"{start['ready_s']:.2f} s (peak RSS {start['peak_rss_kib'] / 1024:.0f} MiB after"
+            " its first summary and search)",
+            "≤ 5 s",
+            start["ready_s"] <= 5,
         ),
         single(
             "build_big",

@@ -27,7 +27,7 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ _SUGAR = re.compile(r"(\d+(?:\.\d*)?)\s*(?:mg/dl)?", re.I)
 class Loaded:
     """What a file held, and what start-up should say about it."""
 
-    patients: dict[int, Patient]
+    patients: Mapping[int, Patient]  # a dict, or `recordcache.Records`
     kind: str  # which of the shapes above
     scale: float  # 1.0 or 10.0
     notes: list[str] = field(default_factory=list)  # said once in the log
