@@ -23,6 +23,14 @@ FILES = [
 ]
 
 
+@pytest.fixture(params=["in-process", "child"])
+def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Validate in this process (small files), or in a child (large ones): both must agree."""
+    if request.param == "child":
+        monkeypatch.setattr(recordcache, "CHILD_ABOVE_BYTES", -1)
+    return request.param
+
+
 def copy(source: Path, folder: Path) -> Path:
     target = folder / source.name
     shutil.copy(source, target)
@@ -38,7 +46,7 @@ def refuse_validation(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("source", FILES, ids=lambda p: p.name)
 def test_the_cache_gives_exactly_what_validation_gives(
-    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """Every shape (ours, Synthea, the original's three), every field and extra visit key,
     the scale and the log notes. Mutation caught: a field dropped or re-typed in the cache."""
@@ -64,15 +72,18 @@ def test_csv_and_json_of_one_stem_keep_separate_caches(tmp_path: Path) -> None:
     assert recordcache.load(csv_path).kind != recordcache.load(json_path).kind
 
 
-def test_an_edited_file_is_validated_again(tmp_path: Path) -> None:
+def test_an_edited_file_is_validated_again(tmp_path: Path, where: str) -> None:
     """Mutation caught: the cache keyed by the file's name or mtime instead of its bytes."""
     path = copy(REPO / "patient_data.csv", tmp_path)
     before = recordcache.load(path).patients[1].name
     path.write_text(path.read_text().replace(before, "Zelda Quint", 1))
     assert recordcache.load(path).patients[1].name == "Zelda Quint"
     path.write_text(path.read_text().replace("Zelda Quint", "Zelda Quint,", 1))
-    with pytest.raises(RecordError):  # a bad edit is refused, never served from the cache
+    with pytest.raises(RecordError) as refused:  # a bad edit is refused, not served from cache
         recordcache.load(path)
+    with pytest.raises(RecordError) as validated:  # with the validator's own words
+        data.load(path)
+    assert str(refused.value) == str(validated.value)
 
 
 def test_new_loader_rules_are_applied_to_a_cached_file(
@@ -105,7 +116,9 @@ def test_a_damaged_cache_is_rebuilt(tmp_path: Path, damage: bytes) -> None:
     assert cache.read_bytes() != damage
 
 
-def test_a_read_only_folder_still_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_read_only_folder_still_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
     path = copy(REPO / "tests" / "data" / "synthea_patients.csv", tmp_path)
 
     def no_room(*args: object, **kwargs: object) -> int:
@@ -183,3 +196,28 @@ def test_records_behave_as_the_mapping_they_replace(tmp_path: Path) -> None:
         records[10**9]
     assert records.names == [p.name for p in validated.values()]
     assert records.scale == 10.0 and records[first].score_scale == 10.0
+
+
+def test_a_large_file_is_validated_in_a_child_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory validation takes (~600 MiB at 100,000 patients) is the child's, returned
+    when it exits: this process never runs the validator for a large file."""
+    monkeypatch.setattr(recordcache, "CHILD_ABOVE_BYTES", 1000)
+    path = copy(REPO / "tests" / "data" / "synthea_patients.csv", tmp_path)
+    expected = data.load(path).patients
+    refuse_validation(monkeypatch)
+    assert recordcache.load(path).patients == expected
+    assert recordcache.cache_path(path).stat().st_mode & 0o777 == 0o600
+    assert recordcache.load(path).patients == expected  # and from the cache it wrote
+
+
+def test_a_child_that_dies_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed (say, by the OOM killer): the message names the file and the exit status."""
+    monkeypatch.setattr(recordcache, "CHILD_ABOVE_BYTES", -1)
+    path = copy(ORIGINAL / "patients_detailed.csv", tmp_path)
+    monkeypatch.setattr(recordcache.sys, "executable", "/bin/false")
+    with pytest.raises(RecordError, match=r"validating .*patients_detailed.csv failed \(exit"):
+        recordcache.load(path)
