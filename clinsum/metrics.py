@@ -29,7 +29,7 @@ disable_created_metrics()
 # the 1.0.0 format, which older scrapers refuse.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
-# A search is 10-25 ms on 100 patients and up to ~60 ms on 100,000 (bench/results.md).
+# A search is 5-25 ms on 100 or 100,000 patients (bench/results.md, bench/scale.md).
 SEARCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 # A summary is 1-2 s on the embedded model, tens of seconds on a slow one or in a queue.
 SUMMARY_BUCKETS = (0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
