@@ -665,7 +665,7 @@ def readme_table(rows: Sequence[Row], meta: dict[str, Any]) -> str:
     plan = [
         ("Connection (connect + `initialize`)", "1-2 s", "connect", None, "< 5 ms"),
         ("Search, 100 patients", "1-2 s", "search_100", None, "< 25 ms"),
-        ("Search, 100,000 patients", "–", "search_big", None, "< 60 ms"),
+        ("Search, 100,000 patients", "–", "search_big", None, "< 25 ms"),
         ("First token (embedded SmolLM2-135M)", "5-10 s", "embedded_ttft", None, "LLM only"),
         (
             "Complete summary (embedded, ≤ 200 tokens)",
