@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -324,10 +325,14 @@ def read_csv(path: str | Path) -> tuple[list[str], list[RawRecord]]:
     if not path.is_file():
         raise RecordError(f"patient data path is not a file: {path}")
     try:
-        # utf-8-sig: spreadsheet exports often start with a byte-order mark.
-        frame = pd.read_csv(
-            path, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig"
-        )
+        # utf-8-sig: spreadsheet exports often start with a byte-order mark. A row with too
+        # many or too few fields is reported below with its line, as a RecordError; pandas'
+        # own warning about it would only print a second, vaguer line on the server's stderr.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                path, dtype=str, keep_default_na=False, index_col=False, encoding="utf-8-sig"
+            )
         shapes = _record_shapes(path)
     except pd.errors.EmptyDataError:
         raise RecordError(f"{path}: the file is empty (expected a CSV header)") from None

@@ -7,6 +7,7 @@ import csv
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,18 @@ def test_short_row_is_not_padded_silently(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(RecordError, match=r"line 4: expected 12 fields, found 11"):
         load_patients(path)
+
+
+def test_a_long_row_is_one_clear_error_and_no_library_warning(tmp_path: Path) -> None:
+    """The user sees our line-numbered message only, not also pandas' ParserWarning."""
+    path = write_rows(tmp_path / "long.csv", read_rows()[:3])
+    lines = path.read_text().splitlines()
+    lines[1] += ",surplus"  # the first record: pandas warns, and would drop the field
+    path.write_text("\n".join(lines) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RecordError, match=r"line 2: expected 12 fields, found 13"):
+            load_patients(path)
 
 
 def test_every_bad_record_is_reported_and_nothing_loads(tmp_path: Path) -> None:
