@@ -24,6 +24,7 @@ the slow way and write the cache anew. A cache is never the only copy of anythin
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
@@ -267,12 +268,20 @@ def _write(cache: Path, data: bytes) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The child `_validate_in_child` starts: the cache's bytes for one file on stdout, or
     the RecordError's message there and exit status INVALID_EXIT (stderr is for warnings)."""
-    (name,) = argv if argv is not None else sys.argv[1:]
-    path = Path(name)
+    parser = argparse.ArgumentParser(
+        prog="python -m clinsum.recordcache",
+        description="Validate a patients file and write its records cache to stdout "
+        "(what the server runs for a file over 8 MB).",
+    )
+    parser.add_argument("file", type=Path)
+    path = parser.parse_args(argv).file
     try:
         data = _validate(path, _key(path))
     except RecordError as exc:
         sys.stdout.write(str(exc))
+        return INVALID_EXIT
+    except OSError as exc:  # gone or unreadable since the server looked
+        sys.stdout.write(f"cannot read the patient data file {path}: {exc.strerror}")
         return INVALID_EXIT
     sys.stdout.buffer.write(data)
     return 0

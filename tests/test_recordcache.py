@@ -221,3 +221,11 @@ def test_a_child_that_dies_is_a_clear_error(
     monkeypatch.setattr(recordcache.sys, "executable", "/bin/false")
     with pytest.raises(RecordError, match=r"validating .*patients_detailed.csv failed \(exit"):
         recordcache.load(path)
+
+
+def test_the_child_reports_a_vanished_file_in_words(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Deleted between the server's look and the child's read: a message, not a traceback."""
+    assert recordcache.main([str(tmp_path / "gone.csv")]) == recordcache.INVALID_EXIT
+    assert capsys.readouterr().out.startswith(f"cannot read the patient data file {tmp_path}")
