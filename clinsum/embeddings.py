@@ -72,10 +72,14 @@ class Embedder:
             return []
         import torch
 
-        out: list[list[float]] = []
+        # Batches of similar length, as sentence-transformers does: a batch is padded to its
+        # longest text, and unsorted phrases made each batch twice the work.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: list[list[float]] = [[] for _ in texts]
         with self._lock, torch.inference_mode():
-            for start in range(0, len(texts), BATCH_SIZE):
-                batch = self._tokenizer.encode_batch(list(texts[start : start + BATCH_SIZE]))
+            for start in range(0, len(order), BATCH_SIZE):
+                chosen = order[start : start + BATCH_SIZE]
+                batch = self._tokenizer.encode_batch([texts[i] for i in chosen])
                 ids = torch.tensor([e.ids for e in batch])
                 types = torch.tensor([e.type_ids for e in batch])
                 mask = torch.tensor([e.attention_mask for e in batch], dtype=torch.bool)
@@ -83,7 +87,9 @@ class Embedder:
                 # Mean over the real tokens, then unit length: the model's pooling.
                 weights = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-                out += torch.nn.functional.normalize(pooled, dim=1).tolist()
+                vectors = torch.nn.functional.normalize(pooled, dim=1).tolist()
+                for i, vector in zip(chosen, vectors, strict=True):
+                    out[i] = vector
         return out
 
 
