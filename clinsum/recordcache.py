@@ -103,6 +103,7 @@ class Records(Mapping[int, Patient]):
         return cls(bytes(rows), columns, scale)
 
     def columns(self) -> dict[str, Any]:
+        """The cache header's columns as JSON-ready lists: what `__init__` reads back."""
         return {
             "ends": self._ends.tolist(),
             "ids": self.ids,
@@ -117,6 +118,7 @@ class Records(Mapping[int, Patient]):
         return self._rows
 
     def at(self, position: int) -> Patient:
+        """The patient at `position` of the file (0-based), decoded now."""
         start = int(self._ends[position - 1]) if position else 0
         *values, visits = orjson.loads(self._rows[start : int(self._ends[position])])
         visit_history = tuple(Visit(*v[:-1], tuple(map(tuple, v[-1]))) for v in visits)
