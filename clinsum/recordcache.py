@@ -63,8 +63,17 @@ class Records(Mapping[int, Patient]):
     decoded; `at(position)` is the patient at a position of the file.
     """
 
-    def __init__(self, rows: bytes | memoryview, columns: Mapping[str, Any], scale: float) -> None:
+    def __init__(
+        self,
+        rows: bytes | memoryview,
+        columns: Mapping[str, Any],
+        scale: float,
+        source_sha256: str | None = None,
+    ) -> None:
         self._rows = memoryview(rows)
+        # The sha256 of the file these records were validated from, when known: the search
+        # index is keyed by it, and need not read and hash the file a second time.
+        self.source_sha256 = source_sha256
         self._ends = np.asarray(columns["ends"], dtype=np.int64)
         self.ids: list[int] = list(columns["ids"])
         self.names: list[str] = list(columns["names"])
@@ -73,8 +82,8 @@ class Records(Mapping[int, Patient]):
         self.risks = np.asarray(columns["risks"], dtype=np.float32)
         self.scale = scale
         self._position = {pid: i for i, pid in enumerate(self.ids)}
-        lengths = {len(self.ids), len(self.names), len(self.ages), len(self.genders)}
-        if lengths != {len(self.risks)} or lengths != {len(self._ends)}:
+        columns_of = (self.ids, self.names, self.ages, self.genders, self.risks, self._ends)
+        if len({len(column) for column in columns_of}) != 1:
             raise ValueError("the columns do not have one entry per patient")
         if len(self._ends) and self._ends[-1] != len(self._rows):
             raise ValueError(f"the rows end at byte {len(self._rows)}, not {self._ends[-1]}")
@@ -247,7 +256,9 @@ def _decode(data: bytes, key: dict[str, str] | None) -> patient_files.Loaded:
     head = orjson.loads(data[:split])
     if key is not None and head["key"] != key:
         raise KeyError("written for another file or loader")
-    records = Records(memoryview(data)[split + 1 :], head["columns"], head["scale"])
+    records = Records(
+        memoryview(data)[split + 1 :], head["columns"], head["scale"], head["key"]["data_sha256"]
+    )
     return patient_files.Loaded(records, head["kind"], head["scale"], head["notes"])
 
 

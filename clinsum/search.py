@@ -585,7 +585,7 @@ class _Corpus:
         (saved for next time when the folder is writable)."""
         store = data_path.parent / f"{data_path.stem}.terms.npz"
         try:
-            data_hash = file_hash(data_path)
+            data_hash = records.source_sha256 or file_hash(data_path)
         except OSError as exc:
             raise SearchError(f"cannot read the data file {data_path}: {exc}") from None
         fresh = {"data_hash": data_hash, "version": INDEX_VERSION, "size": len(records)}

@@ -8,7 +8,6 @@ tuned on them would silently drift.
 
 from __future__ import annotations
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.search_quality import list_phrases
 from clinsum.embeddings import MAX_TOKENS, load_embedder, model_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,17 +23,13 @@ FILES = (REPO / "patient_data.csv", REPO / "tests" / "data" / "synthea_patients.
 
 
 def phrases() -> list[str]:
-    """Every distinct list entry of both files' history, symptom and medication cells, and
-    texts at the edges: empty, one letter, accents and symbols, and longer than the model's
-    token limit (cut at MAX_TOKENS, as sentence-transformers cuts it)."""
-    seen: dict[str, None] = {}
-    for path in FILES:
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                for column in ("medical_history", "current_symptoms", "current_medications"):
-                    seen.update((t.strip(), None) for t in row[column].split(",") if t.strip())
+    """Every distinct list entry of both files' history, symptom and medication cells (as the
+    search benchmark reads them), and texts at the edges: empty, one letter, accents and
+    symbols, and longer than the model's token limit (cut at MAX_TOKENS, as
+    sentence-transformers cuts it)."""
+    entries = sorted({t for path in FILES for t in list_phrases(path)})
     edges = ["", "a", "Prédiabète naïve ☃ 血压", "HTN; T2DM & CKD-3", "chest pain " * 200]
-    return edges + list(seen)
+    return edges + entries
 
 
 @pytest.fixture(scope="module")

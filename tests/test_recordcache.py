@@ -229,3 +229,24 @@ def test_the_child_reports_a_vanished_file_in_words(
     """Deleted between the server's look and the child's read: a message, not a traceback."""
     assert recordcache.main([str(tmp_path / "gone.csv")]) == recordcache.INVALID_EXIT
     assert capsys.readouterr().out.startswith(f"cannot read the patient data file {tmp_path}")
+
+
+def test_the_index_is_keyed_by_the_records_hash_without_reading_the_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """120 MB at 100,000 patients: hashed once at start-up, by the records cache."""
+    from clinsum import search
+    from clinsum.embeddings import load_embedder
+    from clinsum.records import file_hash
+
+    path = copy(REPO / "patient_data.csv", tmp_path)
+    records = recordcache.load(path).patients
+    assert records.source_sha256 == file_hash(path)
+
+    def no_second_read(p: object) -> str:
+        raise AssertionError("hashed the data file again")
+
+    monkeypatch.setattr(search, "file_hash", no_second_read)
+    index = search.PatientIndex.open(records, path, embedder=load_embedder(), show_progress=False)
+    assert index.search("diabetes", 1)
+    assert recordcache.Records.of(data.load(path).patients).source_sha256 is None
