@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from contextlib import aclosing, suppress
+from contextlib import suppress
 
 from . import recordcache
 from .backends import Backend, LLMError, create_backend
 from .config import Config, StartupError
 from .prompt import build_messages, prefill
-from .records import Patient, RecordError
+from .records import RecordError
 from .search import PatientIndex, SearchError
 from .store import StoreError, SummaryStore
 from .tools import App
@@ -23,10 +23,10 @@ server_log = logging.getLogger("Server")
 
 
 async def build_app(config: Config) -> App:
-    """Load records, open the index and the model (in parallel), and the summaries file.
+    """Load the records, start the model, open the index and the summaries file.
 
-    The records come first and alone: llama.cpp points fd 2 at /dev/null while it loads a
-    model, so a bad data file reported during that time would exit without a word.
+    The embedded model loads in processes of its own while the index opens here; summaries
+    wait in its queue until it is ready, and everything else is served at once.
     """
     if config.data_note:
         server_log.info("%s", config.data_note)
@@ -60,27 +60,39 @@ async def build_app(config: Config) -> App:
         return index
 
     async def open_backend() -> tuple[Backend, str]:
-        backend, reason = await create_backend(
+        # The embedded model loads in its own processes: it returns at once, and summaries
+        # wait in its queue (hearing their place) until a process is ready.
+        first = patients.at(0) if len(patients) else None
+        return await create_backend(
             config.backend,
             model=config.model,
             model_path=config.model_path,
             ollama_host=config.ollama_host,
+            llm_url=config.llm_url,
+            api_key=config.api_key,
+            workers=config.model_workers,
+            warm_up=(build_messages(first), prefill(first)) if first else None,
             timeout=config.llm_timeout,
         )
-        if backend.name == "embedded":
-            await _warm_up(backend, next(iter(patients.values())))
-        return backend, reason
 
     try:
-        index, (backend, reason) = await asyncio.gather(open_index(), open_backend())
-    except (SearchError, LLMError) as exc:
+        backend, reason = await open_backend()
+    except LLMError as exc:
         raise StartupError(str(exc)) from None
     server_log.info("LLM backend: %s (model %s): %s", backend.name, backend.model, reason)
     store = SummaryStore(config.summaries)
     try:
+        index = await open_index()
         await asyncio.to_thread(store.ensure_exists)
+    except SearchError as exc:
+        await backend.aclose()
+        raise StartupError(str(exc)) from None
     except (StoreError, OSError) as exc:
+        await backend.aclose()
         raise StartupError(f"cannot use summaries file {config.summaries}: {exc}") from None
+    except BaseException:  # cancelled (SIGTERM while loading): no model process outlives us
+        await backend.aclose()
+        raise
     return App(
         patients,
         index,
@@ -89,16 +101,6 @@ async def build_app(config: Config) -> App:
         max_inflight=config.max_inflight,
         summary_style=config.summary_style,
     )
-
-
-async def _warm_up(backend: Backend, patient: Patient) -> None:
-    """Evaluate the prompt every summary starts with while the embedder is still loading,
-    so the first summary after start-up waits no longer than later ones (bench/results.md)."""
-    stream = backend.stream(build_messages(patient), prefill(patient), max_tokens=1)
-    with suppress(LLMError):
-        async with aclosing(stream):
-            async for _ in stream:
-                break
 
 
 # A face that starts before loading finishes (stdio answers `initialize` at once; the HTTP
