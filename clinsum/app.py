@@ -63,6 +63,7 @@ async def build_app(config: Config) -> App:
         # The embedded model loads in its own processes: it returns at once, and summaries
         # wait in its queue (hearing their place) until a process is ready.
         first = patients.at(0) if len(patients) else None
+        style = config.summary_style or "strict"  # the embedded backend's default
         return await create_backend(
             config.backend,
             model=config.model,
@@ -71,7 +72,7 @@ async def build_app(config: Config) -> App:
             llm_url=config.llm_url,
             api_key=config.api_key,
             workers=config.model_workers,
-            warm_up=(build_messages(first), prefill(first)) if first else None,
+            warm_up=(build_messages(first, style), prefill(first, style)) if first else None,
             timeout=config.llm_timeout,
         )
 
