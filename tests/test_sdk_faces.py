@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,12 @@ from clinsum.faces.sdk import build_server
 from clinsum.store import SummaryStore
 from clinsum.tools import App
 
-from .conftest import REPO, ServerProcess, server_args
+from .conftest import REPO, ServerProcess, read_until, server_args
 from .robust_helpers import OllamaThread, patients_and_index, settle
 
 SHORT = 6  # tokens per summary where the length does not matter
+# The longest the SDK's client waits for any one answer from a server child: a hang guard.
+CHILD_READ = timedelta(seconds=120)
 BAD_ID_TEXT = "Invalid params: 'patient_id' must be at least 1, got 0"  # the WebSocket's words
 TOKEN = "s3cret-token"
 JSON_POST = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -425,7 +428,9 @@ async def test_stdio_subprocess_with_the_sdk_client(
     with errlog.open("w") as err:
         async with (
             stdio_client(params, errlog=err) as (read, write),
-            ClientSession(read, write, message_handler=on_message) as session,
+            ClientSession(
+                read, write, read_timeout_seconds=CHILD_READ, message_handler=on_message
+            ) as session,
         ):
             await asyncio.wait_for(session.initialize(), 15)
             # Answered at once: loading goes on in the background.
@@ -446,8 +451,7 @@ def test_stdio_sigterm_while_loading_and_files_refused(data_dir: Path, tmp_path:
     )
     assert server.stderr is not None
     try:
-        while b"waiting for the host's initialize" not in server.stderr.readline():
-            assert server.poll() is None
+        read_until(server.stderr, b"waiting for the host's initialize", timeout=120)
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0  # stdin still open; 30 s is a hang guard, not a figure
         out, err = server.communicate(timeout=10)
@@ -482,7 +486,7 @@ async def test_all_faces_subprocess_sigterm_exits_zero(
     server.wait_ready()
     async with (
         streamable_http_client(url.group(1) + "/mcp") as (read, write, _),
-        ClientSession(read, write) as session,
+        ClientSession(read, write, read_timeout_seconds=CHILD_READ) as session,
     ):
         await session.initialize()
         started = asyncio.Event()
