@@ -34,7 +34,7 @@ from mcp.shared.memory import create_connected_server_and_client_session
 
 from clinsum import mcp as dialect
 from clinsum.backends.ollama import OllamaBackend
-from clinsum.config import Config, StartupError
+from clinsum.config import Config, StartupError, parse_args
 from clinsum.faces import http as http_face
 from clinsum.faces.sdk import build_server
 from clinsum.store import SummaryStore
@@ -265,6 +265,27 @@ async def test_http_token_and_origin_and_host(app: App) -> None:
         assert rebound.status_code == 403
         ok = await client.post("/mcp", json=INIT, headers={**JSON_POST, **auth})
         assert ok.status_code == 200
+
+
+async def test_http_a_lan_bind_with_a_token_serves_its_lan_names() -> None:
+    """`--host 0.0.0.0 --auth-token T`, a server for the LAN: its clients name it by the
+    machine's LAN name or address in `Host`, and with the token they are served; a foreign
+    Origin is still refused. On a loopback bind the same Host is DNS rebinding: 403. The
+    policy comes from the command line through `Config.policy()`, as the server builds it.
+    Mutation caught: `check_host=True` on every bind (LAN clients refused with 403)."""
+    loading: asyncio.Future[App] = asyncio.get_running_loop().create_future()  # not needed
+    auth = {**JSON_POST, "Authorization": f"Bearer {TOKEN}"}
+    lan = parse_args(["--host", "0.0.0.0", "--auth-token", TOKEN])
+    async with asgi_client(loading, lan) as client:
+        for host in ("clinsum.lan:8766", "192.168.1.20:8766"):
+            served = await client.post("/mcp", json=INIT, headers={**auth, "Host": host})
+            assert served.status_code == 200, (host, served.status_code, served.text)
+        evil = {**auth, "Host": "clinsum.lan:8766", "Origin": "https://evil.example"}
+        assert (await client.post("/mcp", json=INIT, headers=evil)).status_code == 403
+    loopback = parse_args(["--auth-token", TOKEN])
+    async with asgi_client(loading, loopback) as client:
+        rebound = {**auth, "Host": "clinsum.lan:8766"}
+        assert (await client.post("/mcp", json=INIT, headers=rebound)).status_code == 403
 
 
 async def test_http_healthz_then_metrics(app: App) -> None:
