@@ -409,6 +409,29 @@ async def test_http_dropped_stream_or_delete_stops_generation(
     ollama.reset(tps=200)
 
 
+async def test_http_max_connections_caps_open_mcp_sessions() -> None:
+    """`--max-connections 2`: over HTTP, at most 2 MCP sessions are open at once; a third
+    `initialize` gets 503 until one ends (DELETE). One client on one connection opens them
+    all, so the session count answers, not uvicorn's connection limit. The face is started
+    from the parsed command line, as `server.main` starts it. Mutation caught: the HTTP face
+    not passing `max_sessions` (the SDK's default is 10,000)."""
+    config = parse_args(["--http-port", "0", "--max-connections", "2"])
+    loading: asyncio.Future[App] = asyncio.get_running_loop().create_future()  # not needed
+    one_connection = httpx.Limits(max_connections=1)
+    async with (
+        http_face.running(config, loading, config.policy(), None) as face,
+        httpx.AsyncClient(base_url=face.url, limits=one_connection, timeout=30) as client,
+    ):
+        first = await _open_session(client)
+        await _open_session(client)
+        refused = await client.post("/mcp", json=INIT, headers=JSON_POST)
+        assert refused.status_code == 503, (refused.status_code, refused.text)
+        assert face.sessions() == 2 and face.connections() == 1
+        assert (await client.delete("/mcp", headers=first)).status_code == 200
+        assert await settle(lambda: face.sessions() == 1)
+        await _open_session(client)  # room again
+
+
 # --- one subprocess per transport ---------------------------------------------------------
 
 
