@@ -453,6 +453,63 @@ def test_claim_stdout_keeps_c_level_writes_off_the_protocol() -> None:
     assert done.stderr == b"C library noise\na stray print\n"
 
 
+# `mcp_server.py` as hosts run it, but its records loader first writes to fd 1 through C's
+# stdio, as llama.cpp or a Chroma extension may while the server loads.
+NOISY_LOADING = """
+import ctypes, runpy, sys
+import clinsum.recordcache as records
+libc = ctypes.CDLL(None)
+load = records.load
+def noisy_load(path):
+    libc.puts(b"C library noise while loading")
+    libc.fflush(None)
+    return load(path)
+records.load = noisy_load
+sys.argv[0] = "mcp_server.py"
+runpy.run_path("mcp_server.py", run_name="__main__")
+"""
+
+
+def test_stdio_server_keeps_c_writes_during_loading_off_the_protocol(
+    data_dir: Path, tmp_path: Path, ollama: OllamaThread
+) -> None:
+    """The real `--stdio` server, with a C-level write to fd 1 while it loads: stdout carries
+    JSON-RPC only, up to the answer of a tool call that waited for loading, and the write
+    lands on stderr. Mutation caught: `server.main` not calling `claim_stdout()` under
+    `--stdio` (the write then corrupts the protocol)."""
+    args = server_args(data_dir, tmp_path / "s.csv", "--stdio", "--ollama-host", ollama.url)
+    args[args.index("--backend") + 1] = "ollama"
+    errlog = tmp_path / "stderr.log"
+    with errlog.open("wb") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-c", NOISY_LOADING, *args],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    assert server.stdin is not None and server.stdout is not None
+    fetch = {"name": "fetch", "arguments": {"patient_id": 1}}
+    try:
+        for message in (
+            INIT,
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": fetch},
+        ):
+            server.stdin.write(json.dumps(message).encode() + b"\n")
+        server.stdin.flush()
+        lines = read_until(server.stdout, b'"id":2', timeout=120)
+        server.stdin.close()
+        assert server.wait(30) == 0  # stdin closed: the host is done; a hang guard only
+    finally:
+        server.kill()
+    assert [line for line in lines if not line.startswith(b'{"')] == []  # JSON-RPC only
+    assert b"C library noise while loading" in errlog.read_bytes()  # the write did happen
+    replies = [json.loads(line) for line in lines]
+    assert [r.get("id") for r in replies] == [1, 2]
+    assert replies[1]["result"]["structuredContent"]["patient"]["patient_id"] == 1
+
+
 @pytest.mark.slow
 async def test_stdio_subprocess_with_the_sdk_client(
     data_dir: Path, tmp_path: Path, ollama: OllamaThread
