@@ -470,6 +470,7 @@ runpy.run_path("mcp_server.py", run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_stdio_server_keeps_c_writes_during_loading_off_the_protocol(
     data_dir: Path, tmp_path: Path, ollama: OllamaThread
 ) -> None:
