@@ -25,7 +25,7 @@ import pexpect
 import pytest
 
 from clinsum.client import Client, ConnectionLost, RPCError
-from tests.conftest import REPO, ServerProcess, free_port
+from tests.conftest import REPO, ServerProcess, free_port, read_until
 from tests.fake_ollama import fetch_stats
 
 pytestmark = pytest.mark.slow
@@ -70,11 +70,12 @@ def fake_ollama() -> Iterator[str]:
         text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening" in line, line
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    try:
+        read_until(proc.stdout, "listening", timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def slow_server(data_dir: Path, summaries: Path, ollama_url: str) -> ServerProcess:

@@ -65,6 +65,20 @@ def test_vocabulary_synonyms_keep_their_level() -> None:
     assert match(texts, "diabetes", {"Hyperglycemia": 0.59}) == {}  # a finding, not diabetes
 
 
+@pytest.mark.parametrize("query", ["diabetic foot", "diabetic foot ulcer"])
+def test_a_query_with_words_beyond_a_condition_is_not_that_condition(query) -> None:
+    """A query naming diabetes and a word or two more ("diabetic foot") is not covered by
+    the vocabulary: a bare diabetes entry is no answer, and the phrases close in meaning are
+    (0.80 is an ulcer phrase's cosine, 0.55 a diabetes entry's). Mutation caught: a query
+    reading counted as covered by the vocabulary with words left over (`covered` without
+    `own <= used`, or with one word left over allowed)."""
+    texts = ["Type 2 diabetes mellitus", "Neuropathic foot ulcer", "Hypertension"]
+    cos = {"Neuropathic foot ulcer": 0.80, "Type 2 diabetes mellitus": 0.55}
+    assert match(texts, query, cos) == {"Neuropathic foot ulcer": f'similar to "{query}" 0.80'}
+    # The condition alone is covered: answered from the vocabulary, nothing guessed.
+    assert match(texts, "diabetic", cos) == {"Type 2 diabetes mellitus": 'synonym of "diabetic"'}
+
+
 def test_british_spelling_and_filler_words_are_exact() -> None:
     texts = ["Anemia", "History of appendectomy"]
     assert match(texts, "anaemia", {}) == {"Anemia": "exact"}

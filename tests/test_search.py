@@ -249,6 +249,30 @@ def test_a_specific_query_is_never_answered_with_the_broader_condition(synthea) 
     assert set(ids(index.search("pre-eclampsia", top_k=50))) == preeclampsia
 
 
+# Diabetics without prediabetes beside prediabetics: in the Synthea file the one diabetic
+# also has prediabetes, so a query answered with diabetics would still look right there.
+PREDIABETES_ROWS = [
+    (1, "Ada Moss", "Prediabetes", "", "Reviewed."),
+    (2, "Bo Lind", "Type 2 diabetes mellitus", "", "Reviewed."),
+    (3, "Cy Ford", "Diabetes", "thirst", "Reviewed."),
+    (4, "Di Hale", "Prediabetes, Hypertension", "", "Reviewed."),
+    (5, "Ed Voss", "Hypertension", "", "Reviewed."),
+]
+
+
+def test_borderline_diabetes_finds_prediabetics_and_no_diabetic(tmp_path, embedder) -> None:
+    """The query "borderline diabetes" (and its other spellings) answers with Prediabetes
+    only, never with the broader Diabetes. Mutation caught: the alias "borderline diabetes"
+    standing for ("prediabetes", "diabetes")."""
+    index = index_of_rows(tmp_path / "pre.csv", PREDIABETES_ROWS, embedder)
+    for query in ("borderline diabetes", "prediabetes", "pre-diabetic"):
+        hits = index.search(query, top_k=50)
+        assert set(ids(hits)) == {1, 4}, (query, [(h.patient_id, h.matched) for h in hits])
+        assert all(m.startswith("Prediabetes (") for h in hits for m in h.matched), query
+    # The broad query still has its own answer, and the specific one is not in it.
+    assert set(ids(index.search("diabetes", top_k=50))) == {2, 3}
+
+
 def test_a_single_word_does_not_match_inside_other_phrases(synthea) -> None:
     index, _ = synthea
     assert index.search("low", top_k=10) == []
@@ -265,13 +289,12 @@ NEGATION_ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def negation(tmp_path_factory, embedder) -> PatientIndex:
-    path = tmp_path_factory.mktemp("negation") / "neg.csv"
+def index_of_rows(path: Path, rows, embedder) -> PatientIndex:
+    """An index over a file of one-visit patients: (id, name, history, symptoms, note) rows."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(list(COLUMNS))
-        for pid, name, history, symptoms, note in NEGATION_ROWS:
+        for pid, name, history, symptoms, note in rows:
             visit = {
                 "date": "2024-01-02", "symptoms": symptoms, "bp": "120/80", "sugar": 90,
                 "history": history, "medications": "", "base_score": 0.1, "risk_score": 0.1,
@@ -280,6 +303,12 @@ def negation(tmp_path_factory, embedder) -> PatientIndex:
             w.writerow([pid, name, 40, "Female", symptoms, "120/80", 90, 0.1, 0.1, history, "",
                         json.dumps([visit])])  # fmt: skip
     return PatientIndex.open(load_patients(path), path, embedder=embedder, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def negation(tmp_path_factory, embedder) -> PatientIndex:
+    path = tmp_path_factory.mktemp("negation") / "neg.csv"
+    return index_of_rows(path, NEGATION_ROWS, embedder)
 
 
 def test_negated_and_empty_entries_are_not_evidence(negation) -> None:

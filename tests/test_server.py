@@ -399,6 +399,7 @@ async def test_tools_call_summarize_sends_progress(peer: Peer) -> None:
 
 async def test_official_mcp_sdk_lists_and_calls_every_tool(shared_server: ServerProcess) -> None:
     import warnings
+    from datetime import timedelta
 
     from mcp import ClientSession
 
@@ -408,7 +409,8 @@ async def test_official_mcp_sdk_lists_and_calls_every_tool(shared_server: Server
 
         async with (
             websocket_client(shared_server.url) as (read, write),
-            ClientSession(read, write) as session,
+            # Each answer from the server child within 120 s: a hang guard, not a figure.
+            ClientSession(read, write, read_timeout_seconds=timedelta(seconds=120)) as session,
         ):
             init = await session.initialize()
             assert init.serverInfo.name == "clinsum"
