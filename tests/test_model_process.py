@@ -147,13 +147,14 @@ async def kill_loop(faces: list[Face], kills: int, summaries: list[Path]) -> Non
     """`kills` times, on each face in turn: stop the model mid-answer, kill it with SIGKILL
     or SIGSEGV, hear -32004 naming the signal, then get a whole summary from its successor."""
     baseline: dict[int, int] = {}
+    model: dict[int, int] = {}  # server pid -> its model process, known to answer
     for face in faces:
-        await model_ready(face)
+        model[face.server_pid] = await model_ready(face)
         baseline.setdefault(face.server_pid, open_fds(face.server_pid))
     saved = [p.read_bytes() for p in summaries]
     for i in range(kills):
         face, sig = faces[i % len(faces)], SIGNALS[i % len(SIGNALS)]
-        pid = await model_ready(face)
+        pid = model[face.server_pid]
         fut, streamed = face.summarize(2 + i % 50, 1024)
         async with asyncio.timeout(GUARD):
             await wait_until(lambda s=streamed: s() >= 2, GUARD, "the model's first token")
@@ -170,7 +171,8 @@ async def kill_loop(faces: list[Face], kills: int, summaries: list[Path]) -> Non
         async with asyncio.timeout(GUARD):
             await wait_until(lambda p=pid: not alive(p), GUARD, "the killed process to go")
         # The next summary works, from a new process.
-        assert await model_ready(face) != pid
+        model[face.server_pid] = await model_ready(face)
+        assert model[face.server_pid] != pid
     for face in faces:
         assert len(model_pids(face.server_pid)) == 1  # one process: none leaked, none doubled
         # No descriptor leaks: a few may come and go with the open connections.
