@@ -56,16 +56,12 @@ def max_edits(word: str) -> int:
 
 def read_word_list(text: str) -> set[str]:
     """The lower-cased words of a word list: one word a line, a Hunspell `.dic` (a count on
-    the first line, `word/FLAGS`, indented comment lines) or a plain list."""
-    out = set()
-    for line in text.splitlines():
-        if not line or line[0].isspace() or line.isdigit():
-            continue
-        word = line.split("/", 1)[0].strip().lower()
-        if word:
-            out.add(word)
-            out.add(word.removesuffix("'s"))
-    return out
+    the first line, `word/FLAGS`, indented comment lines) or a plain list; a possessive
+    ("brunner's") also gives its word."""
+    lines = text.lower().splitlines()
+    words = {ln.partition("/")[0].strip() for ln in lines if ln and not ln[0].isspace()}
+    words = {w for w in words if w and not w.isdigit()}
+    return words | {w[:-2] for w in words if w.endswith("'s")}
 
 
 @lru_cache(maxsize=1)
