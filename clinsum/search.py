@@ -487,6 +487,11 @@ class PatientIndex:
         names = [w for w in dict.fromkeys(_NAME_WORD.findall(text.lower())) if w in corpus.names]
         for word in names:
             total[corpus.names[word]] += NAME_WEIGHT
+        typed = {fixed: typo for typo, fixed in fixes.items()}
+        labels = {
+            w: f'{w} (name, spelling of "{typed[w]}")' if w in typed else f"{w} (name)"
+            for w in names
+        }
         candidates = np.flatnonzero(total)
         candidates = candidates[self._eligible(candidates, wanted)]
         if len(candidates) > top_k:
@@ -494,11 +499,11 @@ class PatientIndex:
             candidates = candidates[total[candidates] >= cutoff]
         order = np.lexsort((candidates, -total[candidates]))[:top_k]
         return [
-            self._hit(int(candidates[j]), float(total[candidates[j]]), parts, names) for j in order
+            self._hit(int(candidates[j]), float(total[candidates[j]]), parts, labels) for j in order
         ]
 
     def _hit(
-        self, position: int, score: float, parts: list[dict[int, Match]], names: list[str]
+        self, position: int, score: float, parts: list[dict[int, Match]], names: dict[str, str]
     ) -> Hit:
         """The hit with `matched` saying, strongest first, which record phrase answered the
         query, in which field, and how: exact, synonym, narrower, or similar with its cosine."""
@@ -513,7 +518,8 @@ class PatientIndex:
                     label = f"{text} ({FIELDS[field]}, {m.how})"
                     shown[label] = max(shown.get(label, 0.0), m.strength * FIELD_WEIGHTS[field])
         matched = sorted(shown, key=lambda s: -shown[s])
-        matched += [f"{w} (name)" for w in names if w in _NAME_WORD.findall(patient.name.lower())]
+        own = _NAME_WORD.findall(patient.name.lower())
+        matched += [label for w, label in names.items() if w in own]
         return Hit(
             patient_id=patient.patient_id,
             name=patient.name,

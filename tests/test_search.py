@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.search_quality import FILES, misspelled_queries, truth
+from bench.search_quality import FILES, clinical_words, misspelled_queries, truth
 from clinsum import datagen
 from clinsum.embeddings import Embedder, load_embedder
 from clinsum.records import COLUMNS, Patient, load_patients
@@ -768,3 +768,27 @@ async def test_the_tool_carries_the_corrected_query_and_refuses_a_misspelled_sto
         refused = await rpc.call("search", {"query": query})
         assert refused["error"]["code"] == -32602, refused
         assert "has nothing to search for: it reads as" in refused["error"]["message"]
+
+
+def test_no_clinical_word_of_the_synthea_export_is_respelled(main, synthea) -> None:
+    """Words from a source the speller does not read (the Synthea export's descriptions)."""
+    words = clinical_words()
+    assert len(words) > 300
+    for index in (main[0], synthea[0]):
+        assert [w for w in sorted(words) if index.speller.correct(w)] == []
+
+
+def test_a_misspelled_name_finds_the_patient(main) -> None:
+    index, patients, _ = main
+    surname = next(
+        w
+        for p in patients.values()
+        for w in [p.name.split()[-1].lower()]
+        if len(w) >= 6 and w[2] != w[3]
+    )
+    typo = surname[:2] + surname[3] + surname[2] + surname[4:]
+    found = index.find(typo, top_k=5)
+    assert found.corrected == surname
+    holders = {i for i, p in patients.items() if surname in p.name.lower().split()}
+    assert set(ids(found.hits)) == holders
+    assert found.hits[0].matched[-1] == f'{surname} (name, spelling of "{typo}")'
