@@ -48,6 +48,9 @@ $(LLAMA_STAMP): | $(STAMP)
 
 setup: $(STAMP) $(LLAMA_STAMP)                      ## install everything into .venv (and chromium, for the browser tests)
 	command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+	# The word lists search's spelling correction reads (SOURCES.md).
+	test -f /usr/share/hunspell/en_med_glut.dic -a -f /usr/share/dict/american-english-large || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y hunspell-en-med wamerican-large; }
 
 index: setup                         ## build the search index if missing or stale
 	$(PY) -m clinsum.search --data $(DATA)

@@ -545,6 +545,20 @@ def test_batch_saves_several_patients(server: ServerProcess) -> None:
     assert "Saved 2 of 2 summaries" in done.stderr
 
 
+def test_batch_shows_the_query_it_searched_for_a_misspelled_one(server: ServerProcess) -> None:
+    """The server respelled "astma": the CLI says what it searched (issue 25)."""
+    done = run(
+        "mcp_client.py",
+        *("--url", server.url, "--query", "astma", "--patients", "12"),
+        *("--yes", "--force", "--json", *MAX_TOKENS),
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["corrected"] == "asthma" and report["search"]
+    assert squash("Showing results for asthma (you typed 'astma')") in squash(done.stderr)
+    assert squash("matching 'asthma':") in squash(done.stderr)
+
+
 def test_batch_unknown_patient_fails(server: ServerProcess) -> None:
     done = run(
         "mcp_client.py",

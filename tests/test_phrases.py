@@ -113,3 +113,25 @@ def test_searchable_words() -> None:
     assert not phrases.has_searchable_words("?! -- ...")
     assert not phrases.has_searchable_words("x")
     assert phrases.has_searchable_words("éé") and phrases.has_searchable_words("HTN")
+
+
+def test_a_respelled_query_says_what_was_typed() -> None:
+    """`matched` says 'spelling of "..."' with the words the user typed, alone for an
+    exact match, after the how otherwise; readings of a query nobody respelled say nothing."""
+    texts = ["Hypertension", "Chronic kidney disease"]
+    table = PhraseTable(texts, len(texts))
+
+    def how(query: str, fixes: dict[str, str]) -> dict[str, str]:
+        forms = whole_query(query, fixes)
+        cosines = [np.zeros(len(texts), dtype=np.float32) for _ in forms]
+        return {texts[i]: m.how for i, m in table.match(forms, lambda: cosines).items()}
+
+    assert how("hypertension", {"hypertention": "hypertension"}) == {
+        "Hypertension": 'spelling of "hypertention"'
+    }
+    assert how("kidney disease", {"diesase": "disease"}) == {
+        "Chronic kidney disease": 'synonym of "kidney disease", spelling of "kidney diesase"'
+    }
+    assert how("hypertension", {}) == {"Hypertension": "exact"}
+    parts = phrases.query_parts("diabetes and hypertension", {"hypertention": "hypertension"})
+    assert [p[0].typed for p in parts] == [None, "hypertention"]

@@ -339,6 +339,19 @@ def test_hostile_name_shows_as_text_keyboard_only(server: PageServer, watched: W
     assert watched.errors == []
 
 
+def test_a_respelled_query_shows_what_was_searched(server: PageServer, watched: Watched) -> None:
+    """The server read "hypertention" as hypertension: the page says so (issue 25)."""
+    page = watched.page
+    page.goto(server.url)
+    expect(page.locator("#conn")).to_contain_text("Connected")
+    _search(page, "hypertention")
+    expect(page.locator("#search-status")).to_have_text(
+        re.compile(r"^Showing results for “hypertension” \(you typed “hypertention”\): \d+ pat")
+    )
+    expect(page.locator(".hit-matched").first).to_contain_text('spelling of "hypertention"')
+    assert watched.errors == []
+
+
 def test_token_prompt(
     web_data: Path, ollama: OllamaThread, watched: Watched, tmp_path: Path
 ) -> None:
