@@ -20,6 +20,7 @@ from . import (
     faces,
     memory,
     metrics,
+    model_process,
     relay,
     save,
     scale,
@@ -53,6 +54,7 @@ SECTIONS: dict[str, Section] = {
         Section("relay_ollama", relay.run_ollama, "relay cost per token", ("ollama100",)),
         Section("save", save.run, "save_summary, 100 to 100,000 rows", ("ollama100",)),
         Section("search_quality", search_quality.run, "precision beside pure vector and BM25"),
+        Section("model_workers", model_process.run, "aggregate tok/s, 1 vs 2 model processes"),
         Section("scale", scale.run, "--scale patients", quick=False),
     )
 }
