@@ -16,6 +16,7 @@ from .config import Config, StartupError
 from .prompt import build_messages, prefill
 from .records import RecordError
 from .search import PatientIndex, SearchError
+from .steering import steer
 from .store import StoreError, SummaryStore
 from .tools import App
 
@@ -72,7 +73,11 @@ async def build_app(config: Config) -> App:
             llm_url=config.llm_url,
             api_key=config.api_key,
             workers=config.model_workers,
-            warm_up=(build_messages(first, style), prefill(first, style)) if first else None,
+            warm_up=(
+                (build_messages(first, style), prefill(first, style), steer(first))
+                if first
+                else None
+            ),
             timeout=config.llm_timeout,
         )
 

@@ -30,6 +30,7 @@ from .grounding import Grounding, check, course
 from .legacy import data as patient_files
 from .prompt import build_messages, model_part_done, prefill
 from .records import Patient
+from .steering import focus, steer
 
 NUMBER_KINDS = frozenset({"age", "bp", "sugar", "number"})
 TREND_KEYS = ("sugar", "systolic", "risk")
@@ -91,17 +92,33 @@ async def summarize_all(
     names: Sequence[str] = (),
     style: str = "strict",
 ) -> list[Graded]:
-    backend, _ = await create_backend("embedded", model_path=model_path)
+    first = patients[0]
+    backend, _ = await create_backend(
+        "embedded",
+        model_path=model_path,
+        # As the server does: the model process loads and evaluates the first prompt before
+        # any summary is timed.
+        warm_up=(build_messages(first, style), prefill(first, style), steer(first)),
+    )
     names = tuple(names) or tuple(p.name for p in patients)
     graded: list[Graded] = []
     try:
+        warm = backend.stream(build_messages(first, style), prefill(first, style), max_tokens=1)
+        async for _ in warm:
+            break
+        await warm.aclose()
         for i, patient in enumerate(patients, 1):
             d = digest(patient)
             head = prefill(patient, style, d)
             pieces: list[str] = []
             start = time.perf_counter()
             first = None
-            stream = backend.stream(build_messages(patient, style, d), head, max_tokens=max_tokens)
+            stream = backend.stream(
+                build_messages(patient, style, d),
+                head,
+                max_tokens=max_tokens,
+                steer=steer(patient),
+            )
             try:
                 async for chunk in stream:
                     first = first or time.perf_counter()
@@ -159,7 +176,17 @@ def report(graded: Sequence[Graded]) -> dict[str, Any]:
     out["escalations_without_crisis"] = sum(bool(g.reading.escalations) for g in graded)
     out["wrong_names"] = sum("name" in g.kinds() for g in graded)
     out["unsupported_numbers"] = sum(bool(g.kinds() & NUMBER_KINDS) for g in graded)
+    # The server's own verdict on each summary, as a clinician meets it at save: by kind.
     out["unsupported_any"] = sum(not g.grounding.ok for g in graded)
+    kinds: dict[str, int] = {}
+    for g in graded:
+        for kind in g.kinds():
+            kinds[kind] = kinds.get(kind, 0) + 1
+    out["flagged_by_kind"] = dict(sorted(kinds.items()))
+    due = [g for g in graded if focus(g.digest)]
+    out["recommendation_items"] = len(due)
+    out["recommendation_on_item"] = _ratio(sum(on_item(g) for g in due), len(due))
+    out["distinct_recommendations"] = len({g.model_part.strip().lower() for g in graded})
     out["model_part_present"] = _ratio(
         sum(bool(re.search(r"[^\W\d_]", g.model_part)) for g in graded), n
     )
@@ -181,6 +208,19 @@ def report(graded: Sequence[Graded]) -> dict[str, Any]:
         if not g.grounding.ok or _missed(g)
     ]
     return out
+
+
+def on_item(g: Graded) -> bool:
+    """Whether the recommendation (the heading and the model's sentence) names the measure
+    of the digest's most important item, or the drug of its medication change."""
+    start = g.summary.rfind("Recommendation:")
+    recommendation = g.summary[start:].lower() if start >= 0 else g.model_part.lower()
+    d = g.digest
+    if d.flags or d.meaningful_trends:
+        measure = (d.flags or d.meaningful_trends)[0].measure
+        words = {"systolic blood pressure": "blood pressure", "risk score": "risk"}
+        return words.get(measure, measure) in recommendation
+    return named(d.med_changes[0].drug, recommendation)
 
 
 def _missed(g: Graded) -> list[str]:
@@ -214,6 +254,14 @@ ROWS: tuple[tuple[str, str, str, Any], ...] = (
     ("escalations without a crisis value", "escalations_without_crisis", "0", lambda v: v == 0),
     ("summaries with a wrong name", "wrong_names", "0", lambda v: v == 0),
     ("summaries with an unsupported number", "unsupported_numbers", "0", lambda v: v == 0),
+    ("summaries the server's own check flags", "unsupported_any", "0", lambda v: v == 0),
+    (
+        "recommendation on the digest's item",
+        "recommendation_on_item",
+        "≥ 0.9",
+        lambda v: v is None or v >= 0.9,
+    ),
+    ("distinct recommendations", "distinct_recommendations", "report", None),
     ("model wrote part of the summary", "model_part_present", "every summary", lambda v: v == 1.0),
     ("words, 4-visit patients (median / max)", "words_4_visits_max", "about 120", None),
     ("first token, median ms", "first_token_ms_median", "≤ 1.5× today", None),
@@ -234,7 +282,7 @@ def _cell(r: dict[str, Any], key: str, met: Any) -> str:
         if v is None:
             return "– (none due)"
         text = f"{v:.3f}" if isinstance(v, float) else str(v)
-        ok = met(v)
+        ok = met is None or met(v)
     return text if ok else f"**{text}** (missed)"
 
 
@@ -262,7 +310,13 @@ def to_markdown(reports: dict[str, dict[str, Any]], model: str, generated_at: st
         lines.append(
             f"{n}: trends due: sugar {r['trends_sugar']}, systolic {r['trends_systolic']}, "
             f"risk {r['trends_risk']}; flagged values {r['flags']}; medication changes "
-            f"{r['med_changes']}; summaries with any unsupported claim {r['unsupported_any']}."
+            f"{r['med_changes']}; summaries with any unsupported claim {r['unsupported_any']}"
+            + (
+                " (by kind: " + ", ".join(f"{k} {c}" for k, c in r["flagged_by_kind"].items()) + ")"
+                if r["flagged_by_kind"]
+                else ""
+            )
+            + f"; patients with an item to recommend on {r['recommendation_items']}."
         )
     for n in names:
         if reports[n]["failures"]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from .digest import Digest, Trend, digest, drug_name, present
 from .grounding.course import ESCALATION
 from .scores import format_score
+from .steering import heading
 from .vocab import find_concepts
 
 if TYPE_CHECKING:
@@ -36,12 +37,12 @@ SYSTEM_PROMPT = (
     "Use only the facts in the patient record: never invent diagnoses, numbers or drugs. "
     "Refer to the patient by the name given in the record."
 )
-# Where the strict prefill hands over to the model. With the digest's sentences before it,
-# the model wrote nothing (a line break, which ends the answer) after "Recommendation:" for 3
-# patients of 3 tried, after "Assessment:" for 2 of 3; after "Recommendation: continue" it
-# wrote one plain sentence for 6 of 6 ("to monitor and manage diabetes."), and in `make eval`
-# for every patient.
-MODEL_HEADING = "Recommendation: continue"
+# Where the strict prefill hands over to the model: `steering.heading`. With the digest's
+# sentences before it, the model wrote nothing (a line break, which ends the answer) after
+# "Recommendation:" for 3 patients of 3 tried, after "Assessment:" for 2 of 3; after
+# "Recommendation: continue" it wrote one plain sentence for 6 of 6, and in `make eval` for
+# every patient, but about nothing in particular ("to monitor and manage her condition").
+# Naming the digest's most important item before "continue" makes the sentence about it.
 # After its first sentence the 135M model drifts into invented drugs and events, so the strict
 # path takes one sentence from it.
 _SENTENCE_DONE = re.compile(r"[.!?](?:\s|$)")
@@ -116,8 +117,12 @@ def _identity(patient: Patient) -> str:
     symptoms = _listing(present(patient.symptoms()))
     presenting = f", presenting with {symptoms}" if symptoms else ", with no current symptoms"
     article = "an" if str(patient.age).startswith("8") or patient.age in (11, 18) else "a"
+    gender = _gender(patient)
+    if gender not in ("male", "female"):
+        # Blank, "Other", or anything else: no pronoun is right, and the noun says so.
+        gender = f"patient (gender recorded as {gender})" if gender else "patient"
     return (
-        f"{patient.name} is {article} {patient.age}-year-old {_gender(patient)} "
+        f"{patient.name} is {article} {patient.age}-year-old {gender} "
         f"with {conditions}{presenting}."
     )
 
@@ -280,4 +285,5 @@ def prefill(patient: Patient, style: str = "strict", d: Digest | None = None) ->
     """
     if style == "narrative":
         return patient.name
-    return f"{record_sentences(patient, d)} {MODEL_HEADING}"
+    d = d or digest(patient)
+    return f"{record_sentences(patient, d)} {heading(d)}"

@@ -48,6 +48,7 @@ from .search import (
     SearchUnavailable,
     unsearchable,
 )
+from .steering import steer
 from .store import StoreError, SummaryStore
 
 MAX_TOKENS_LIMIT = 1024
@@ -401,6 +402,7 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
             head,
             max_tokens=max_tokens,
             on_queued=on_queued,
+            steer=steer(patient),
         )
         async with aclosing(stream):
             async for chunk in stream:

@@ -10,6 +10,7 @@ from typing import Any
 
 from clinsum.jsonrpc import Session
 from clinsum.mcp import build_dispatcher
+from clinsum.steering import NO_STEER, Steer
 from clinsum.tools import App
 
 GUARD = 30  # seconds: only a hang should ever reach this
@@ -23,6 +24,7 @@ class ScriptedBackend:
 
     def __init__(self, chunks: list[str]) -> None:
         self.chunks = chunks
+        self.steers: list[Steer] = []  # what each request asked the model to avoid
 
     async def stream(
         self,
@@ -31,9 +33,14 @@ class ScriptedBackend:
         *,
         max_tokens: int,
         on_queued: Callable[[int], None] | None = None,
+        steer: Steer = NO_STEER,
     ) -> AsyncIterator[str]:
+        self.steers.append(steer)
         for chunk in self.chunks[:max_tokens]:
             yield chunk
+
+    def health(self) -> dict[str, Any]:
+        return {"state": "ready"}
 
     async def aclose(self) -> None:
         return None

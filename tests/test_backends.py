@@ -29,6 +29,7 @@ from clinsum.backends.ollama import OllamaBackend, resolve_host
 from clinsum.backends.runner import Model, Request, Settings
 from clinsum.prompt import build_messages, prefill
 from clinsum.records import Patient, Visit
+from clinsum.steering import NO_STEER, Steer
 
 from .conftest import CANCEL_SLACK, REPO, free_port
 from .fake_ollama import FakeOllama
@@ -136,7 +137,8 @@ def test_strict_prefill_is_the_records_words_then_the_models_heading() -> None:
         "sugar 182 mg/dL is above target. Risk score 0.78. Blood sugar, systolic blood pressure "
         "and risk score "
         "changed little since 2024-03-02. Since the latest visit: metformin started. "
-        "Type 2 diabetes was recorded after the first visit. Recommendation: continue"
+        "Type 2 diabetes was recorded after the first visit. Recommendation: for the blood "
+        "pressure, continue"
     )
     other = replace(JANET, age=81, gender="M", medical_history="COPD", current_symptoms="")
     assert prefill(other).startswith(
@@ -455,7 +457,9 @@ async def stalled(kind: str, after: int) -> AsyncIterator[OllamaBackend | Embedd
                 await backend.aclose()
         return
     # Warmed up: a cold prompt evaluation alone can take longer than STALL_TIMEOUT.
-    backend = await ready(EmbeddedBackend(timeout=STALL_TIMEOUT, warm_up=(MESSAGES, PREFILL)))
+    backend = await ready(
+        EmbeddedBackend(timeout=STALL_TIMEOUT, warm_up=(MESSAGES, PREFILL, NO_STEER))
+    )
     real_stream = backend.stream
     pid = backend.pids()[0]
     calls = itertools.count()
@@ -577,6 +581,51 @@ def test_digits_are_banned_after_the_prefill(model: Model) -> None:
         assert any(c.isdigit() for c in unbanned), unbanned
     finally:
         del llm.create_completion
+
+
+DISEASE = [{"role": "user", "content": "Which disease causes high blood sugar?"}]
+MARY = [{"role": "user", "content": "Write one sentence about Mary, a tired woman."}]
+DIABETES = ("diabetes", "diabetic", "diabetics")
+
+
+def generate(model: Model, messages: list[dict], prefill: str, **steer: tuple[str, ...]) -> str:
+    out: list[str] = []
+    model.generate(Request(1, messages, prefill, 30, **steer), out.append)
+    return "".join(out)
+
+
+def test_the_model_cannot_start_a_word_the_record_lacks(model: Model) -> None:
+    """Issue 22: -100 on the tokens that start an avoided word (a condition the record does
+    not have, a pronoun its gender contradicts), so the model writes around it. Mutation
+    caught: `Model.bias` ignoring `avoid`."""
+    assert "diabetes" in generate(model, DISEASE, "The disease is")
+    steered = generate(model, DISEASE, "The disease is", avoid=DIABETES)
+    assert "diabet" not in steered.lower() and steered.strip()
+    assert " she" in generate(model, MARY, "Mary is tired, so")
+    avoided = generate(model, MARY, "Mary is tired, so", avoid=("she", "her", "hers"))
+    assert not {"she", "her"} & set(avoided.lower().replace("'", " ").split())
+
+
+def test_a_kept_word_is_never_banned_by_an_avoided_one(model: Model) -> None:
+    """A token that starts a word of the record (here the same word) stays free: the record's
+    own words, the patient's name among them, can always be written. Fragments of under three
+    letters are never banned."""
+    shared = model.bias()
+    assert len(model.bias(("diabetes",))) > len(shared)
+    assert model.bias(("diabetes",), ("diabetes",)) == shared
+    for token in set(model.bias(DIABETES)) - set(shared):
+        piece = model._llm.detokenize([token]).decode(errors="ignore").strip().lower()
+        assert len(piece) >= 3 and "diabetes".startswith(piece[:3]), piece
+
+
+async def test_the_steer_crosses_the_process_boundary(embedded: EmbeddedBackend) -> None:
+    await idle(embedded)
+    free = "".join(await collect(embedded.stream(DISEASE, "The disease is", max_tokens=20)))
+    steer = Steer(avoid=DIABETES)
+    text = "".join(
+        await collect(embedded.stream(DISEASE, "The disease is", max_tokens=20, steer=steer))
+    )
+    assert "diabetes" in free and "diabet" not in text.lower()
 
 
 async def test_the_model_process_applies_the_digit_ban(embedded: EmbeddedBackend) -> None:

@@ -141,7 +141,13 @@ class ScriptedBackend:
     model = "scripted-1"
 
     async def stream(
-        self, messages: list[dict], prefill: str, *, max_tokens: int, on_queued: Any = None
+        self,
+        messages: list[dict],
+        prefill: str,
+        *,
+        max_tokens: int,
+        on_queued: Any = None,
+        steer: Any = None,
     ) -> AsyncIterator[str]:
         if on_queued is not None:
             on_queued(1)

@@ -16,8 +16,9 @@ from clinsum.backends.ollama import OllamaBackend
 from clinsum.digest import digest
 from clinsum.grounding import check, course
 from clinsum.jsonrpc import INVALID_PARAMS, UNSUPPORTED_CLAIMS, Call, RPCError, Session
-from clinsum.prompt import MODEL_HEADING, build_messages, prefill
+from clinsum.prompt import build_messages, prefill
 from clinsum.records import Patient, Visit
+from clinsum.steering import heading
 from clinsum.store import SummaryStore
 from clinsum.tools import TOOLS, App
 
@@ -183,7 +184,8 @@ def test_escalation_is_allowed_with_a_crisis_value() -> None:
 def test_strict_prefill_states_the_digest_and_nothing_unsupported() -> None:
     d = digest(KATHLEEN)
     head = prefill(KATHLEEN, "strict", d)
-    assert head.endswith(MODEL_HEADING)
+    assert head.endswith(heading(d))
+    assert heading(d) == "Recommendation: for the blood sugar, continue"  # the one flag
     reading = course.read(head, d)
     assert reading.trends_stated == {"sugar", "systolic", "risk"}
     assert reading.flags_stated == {"blood sugar"}

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clinsum.records import Patient, load_patients
+from clinsum.steering import steer
 from clinsum.store import COLUMNS, SummaryStore
 from clinsum.tools import App
 
@@ -133,3 +134,14 @@ async def test_max_tokens_goes_up_to_1024_and_no_further(tmp_path: Path) -> None
     listed = await rpc.result("tools/list", {})
     summarize = next(t for t in listed["tools"] if t["name"] == "summarize")
     assert summarize["inputSchema"]["properties"]["max_tokens"]["maximum"] == 1024
+
+
+async def test_summarize_asks_the_model_to_avoid_what_the_record_lacks(tmp_path: Path) -> None:
+    """Issue 22: every summary carries its patient's steer to the backend (patient 1 has
+    hypertension only and is male). Mutation caught: `_generate` not passing `steer`."""
+    app = app_with(AGREEABLE, tmp_path / "s.csv")
+    await Rpc(app).result("summarize", {"patient_id": PATIENT.patient_id})
+    (sent,) = app.backend.steers  # type: ignore[attr-defined]
+    assert sent == steer(PATIENT)
+    assert {"diabetes", "she", "her"} <= set(sent.avoid)
+    assert "hypertension" in sent.keep

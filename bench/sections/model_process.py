@@ -1,10 +1,11 @@
-"""Model processes: aggregate tokens/s of 1, 2 and 4 concurrent summaries with one model
+"""Model processes: aggregate throughput of 1, 2 and 4 concurrent summaries with one model
 process and with two (`--model-workers 2`), side by side in one run, and the resident memory
 of the server and of each model process.
 
-The summaries are narrative (the model writes a paragraph), so that generation, not prompt
-evaluation, is what is timed; rounds of the two servers alternate, so the machine's load
-falls on both alike.
+The summaries are the default ones (strict: the model writes one sentence after the record's
+prefill), so a summary's time is mostly its prompt's evaluation; the figures are tokens the
+model wrote per second and summaries per minute, first send to last reply. Rounds of the two
+servers alternate, so the machine's load falls on both alike.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def model_pids(parent: int) -> list[int]:
     return found
 
 
-async def aggregate_rate(peers: list[Peer], k: int, round_no: int) -> float:
-    """Tokens/s over `k` summaries started together, first send to last reply."""
+async def aggregate_rate(peers: list[Peer], k: int, round_no: int) -> tuple[float, float]:
+    """(tokens/s, summaries/minute) over `k` summaries started together, first send to last
+    reply."""
     start = time.perf_counter()
     replies = await asyncio.gather(
         *(
@@ -52,20 +54,21 @@ async def aggregate_rate(peers: list[Peer], k: int, round_no: int) -> float:
         )
     )
     elapsed = time.perf_counter() - start
-    return sum(r["tokens"] for r in replies) / elapsed
+    return sum(r["tokens"] for r in replies) / elapsed, k * 60 / elapsed
 
 
 async def run(ctx: Context) -> list[Row]:
     rates: dict[int, dict[int, list[float]]] = {1: {}, 2: {}}
+    per_minute: dict[int, dict[int, list[float]]] = {1: {}, 2: {}}
     memory: dict[int, tuple[int, list[int]]] = {}
     async with (
         running_server(
             "workers1", ctx.small, RUN_DIR / "s_w1.csv", "embedded",
-            "--summary-style", "narrative", "--model-workers", "1",
+            "--model-workers", "1",
         ) as one,
         running_server(
             "workers2", ctx.small, RUN_DIR / "s_w2.csv", "embedded",
-            "--summary-style", "narrative", "--model-workers", "2",
+            "--model-workers", "2",
         ) as two,
     ):  # fmt: skip
         servers = {1: one, 2: two}
@@ -78,7 +81,9 @@ async def run(ctx: Context) -> list[Row]:
             log(f"model processes: {k} concurrent summaries, 1 vs 2 processes")
             for r in range(ROUNDS):
                 for n in (1, 2) if r % 2 else (2, 1):
-                    rates[n].setdefault(k, []).append(await aggregate_rate(peers[n], k, r + 1))
+                    rate, count = await aggregate_rate(peers[n], k, r + 1)
+                    rates[n].setdefault(k, []).append(rate)
+                    per_minute[n].setdefault(k, []).append(count)
         for n, srv in servers.items():
             memory[n] = (
                 proc_status(srv.pid)["VmRSS"],
@@ -87,20 +92,33 @@ async def run(ctx: Context) -> list[Row]:
         for n in servers:
             for p in peers[n]:
                 await p.close()
-    ctx.raw["model_workers"] = {"rates": rates, "memory_kib": memory}
-    rows = [
-        Row(
-            f"model_workers_{k}",
-            f"Aggregate tokens/s, {k} concurrent narrative summaries: 2 model processes vs 1",
-            "tokens/s",
-            summary(rates[2][k]),
-            summary(rates[1][k]),
-            "1 model process",
-            compare="ratio",
-            note=f"{ROUNDS} rounds each, alternating; {MAX_TOKENS} tokens at most per summary",
-        )
-        for k in CONCURRENT
-    ]
+    ctx.raw["model_workers"] = {
+        "tokens_per_s": {
+            f"{n} processes, {k} at once": v for n in rates for k, v in rates[n].items()
+        },
+        "summaries_per_min": {
+            f"{n} processes, {k} at once": v for n in per_minute for k, v in per_minute[n].items()
+        },
+        "rss_kib": {f"{n} processes": {"server": m[0], "models": m[1]} for n, m in memory.items()},
+    }
+    rows = []
+    for k in CONCURRENT:
+        for key, unit, values in (
+            ("rate", "tokens/s", rates),
+            ("count", "summaries/min", per_minute),
+        ):
+            rows.append(
+                Row(
+                    f"model_workers_{key}_{k}",
+                    f"{k} concurrent summaries, 2 model processes vs 1",
+                    unit,
+                    summary(values[2][k]),
+                    summary(values[1][k]),
+                    "1 model process",
+                    compare="ratio",
+                    note=f"{ROUNDS} rounds each, alternating, first send to last reply",
+                )
+            )
     server_kib, models_kib = memory[1]
     rows.append(
         single(

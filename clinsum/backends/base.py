@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..steering import NO_STEER, Steer
+
 
 class LLMError(RuntimeError):
     """The backend cannot produce text; the message names the backend, host and model."""
@@ -65,9 +67,9 @@ class BackendOptions:
     ollama_host: str | None = None
     timeout: float = 60.0
     workers: int = 1  # embedded: model processes serving the queue (--model-workers)
-    # embedded: the prompt every summary starts with (messages, prefill), evaluated by each
-    # model process before it says it is ready, so the first summary waits no longer than later
-    warm_up: tuple[list[dict], str] | None = None
+    # embedded: the prompt every summary starts with (messages, prefill, steer), evaluated by
+    # each model process before it says it is ready, so the first summary waits no longer
+    warm_up: tuple[list[dict], str, Steer] | None = None
     llm_url: str | None = None  # openai: the server's base URL, ending in /v1
     api_key: str | None = None  # openai: never logged, never in an error message
 
@@ -83,9 +85,11 @@ class Backend(Protocol):
         *,
         max_tokens: int,
         on_queued: Callable[[int], None] | None = None,
+        steer: Steer = NO_STEER,
     ) -> AsyncIterator[str]:
         """Text chunks that follow `prefill`; `on_queued(position)` runs on the event loop
-        while the request waits for the model (1 = next)."""
+        while the request waits for the model (1 = next). `steer` lists words the model may
+        not start; a backend that cannot bias tokens ignores it."""
         ...
 
     def health(self) -> dict[str, Any]:

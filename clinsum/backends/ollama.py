@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import ollama
 
+from ..steering import NO_STEER, Steer
 from .base import (
     DEFAULT_SETTINGS,
     BackendOptions,
@@ -98,6 +99,7 @@ class OllamaBackend:
         *,
         max_tokens: int,
         on_queued: Callable[[int], None] | None = None,  # Ollama keeps its queue to itself
+        steer: Steer = NO_STEER,  # Ollama takes no logit biases
     ) -> AsyncIterator[str]:
         s = self.settings
         # A last assistant message is continued by Ollama rather than answered.

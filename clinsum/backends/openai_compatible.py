@@ -20,6 +20,7 @@ from typing import Any
 
 import openai
 
+from ..steering import NO_STEER, Steer
 from .base import (
     DEFAULT_SETTINGS,
     BackendOptions,
@@ -102,6 +103,7 @@ class OpenAIBackend:
         *,
         max_tokens: int,
         on_queued: Callable[[int], None] | None = None,  # the server keeps its queue to itself
+        steer: Steer = NO_STEER,  # token ids are the server's own: not mapped (README)
     ) -> AsyncIterator[str]:
         s = self.settings
         try:

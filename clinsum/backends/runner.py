@@ -11,7 +11,8 @@ Rule 2: this process never decides anything about the queue, timeouts or restart
 parent does.
 
     parent -> child   {"op": "init", "model_path", "threads", "settings", "warm": {...} | null}
-                      {"op": "generate", "id", "messages", "prefill", "max_tokens"}
+                      {"op": "generate", "id", "messages", "prefill", "max_tokens", "avoid",
+                       "keep"}: words the model may not start, words it must stay free to write
                       {"op": "cancel", "id"}
     child -> parent   {"ev": "ready", "pid", "load_s"} | {"ev": "error", "message"} (exit 3)
                       {"ev": "token", "id", "text"} ... then {"ev": "end", "id", "sampled"}
@@ -65,6 +66,8 @@ class Request:
     messages: list[dict[str, str]]
     prefill: str
     max_tokens: int
+    avoid: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
     cancelled: threading.Event = field(default_factory=threading.Event)
     sampled: int = 0
 
@@ -105,6 +108,7 @@ class Model:
         template = self._llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise ValueError(f"model {model_path} has no chat template in its metadata")
+        self._first: dict[str, frozenset[int]] = {}  # word -> the tokens that can start it
         vocab = self._llm._model
         self._format = Jinja2ChatFormatter(
             template,
@@ -118,6 +122,35 @@ class Model:
             return True
         word = text.strip().lower()
         return len(word) >= 3 and word.startswith(self.settings.avoid_stems)
+
+    def _starts(self, word: str) -> frozenset[int]:
+        """The tokens that start `word` as the model writes it: after a space or not,
+        lower-case or capitalised. Cached: the same few hundred words recur."""
+        found = self._first.get(word)
+        if found is None:
+            firsts = set()
+            for form in {word, word.capitalize()}:
+                for text in (f" {form}", form):
+                    tokens = self._llm.tokenize(text.encode(), add_bos=False, special=False)
+                    if tokens:
+                        firsts.add(tokens[0])
+            found = self._first[word] = frozenset(firsts)
+        return found
+
+    def bias(self, avoid: tuple[str, ...] = (), keep: tuple[str, ...] = ()) -> dict[int, float]:
+        """The shared biases plus -100 on the first tokens of `avoid`'s words, except tokens
+        that start a `keep` word, or that are only a fragment (under 3 letters, or not the
+        start of the word itself: " d" would ban every word in d)."""
+        banned = dict(self._logit_bias or {})
+        kept: set[int] = set()
+        for word in keep:
+            kept |= self._starts(word)
+        for word in avoid:
+            for token in self._starts(word) - kept:
+                piece = self._llm.detokenize([token]).decode("utf-8", "ignore").strip().lower()
+                if (len(piece) >= 3 and word.lower().startswith(piece)) or piece == word.lower():
+                    banned[token] = -100.0
+        return banned
 
     def generate(self, request: Request, send: Any) -> None:
         """Stream `request` through `send(text)`; stops within one token of `cancelled`."""
@@ -145,7 +178,7 @@ class Model:
             repeat_penalty=s.repeat_penalty,
             stop=list(s.stop),
             seed=s.seed,
-            logit_bias=self._logit_bias,
+            logit_bias=self.bias(request.avoid, request.keep) or None,
             stream=True,
             stopping_criteria=StoppingCriteriaList([stop_requested]),
         )
@@ -192,7 +225,16 @@ def _read_ops(stdin: IO[bytes], jobs: queue.Queue[Request], current: list[Reques
     for line in stdin:
         op = json.loads(line)
         if op["op"] == "generate":
-            jobs.put(Request(op["id"], op["messages"], op["prefill"], op["max_tokens"]))
+            jobs.put(
+                Request(
+                    op["id"],
+                    op["messages"],
+                    op["prefill"],
+                    op["max_tokens"],
+                    tuple(op.get("avoid", ())),
+                    tuple(op.get("keep", ())),
+                )
+            )
         elif op["op"] == "cancel":
             for request in [*current, *list(jobs.queue)]:
                 if request.id == op["id"]:
@@ -209,7 +251,8 @@ def serve(stdin: IO[bytes], wire: _Wire) -> None:
         model = Model(init["model_path"], init["threads"], Settings.of(init["settings"]))
         warm = init.get("warm")
         if warm:  # the prompt every summary starts with, evaluated before anyone waits on it
-            model.generate(Request(0, warm["messages"], warm["prefill"], 1), str)
+            avoid, keep = tuple(warm.get("avoid", ())), tuple(warm.get("keep", ()))
+            model.generate(Request(0, warm["messages"], warm["prefill"], 1, avoid, keep), str)
     except Exception as exc:  # the parent reports it and decides whether to try again
         wire.send(ev="error", message=str(exc) or type(exc).__name__)
         os._exit(3)

@@ -64,6 +64,7 @@ def check(
     checker = Checker(summary, patient, tuple(known_names), digest)
     checker.names()
     checker.gender()
+    checker.quotes()
     checker.numbers()
     checker.concepts()
     missing, coverage = checker.missing()

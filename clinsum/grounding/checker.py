@@ -6,6 +6,7 @@ import bisect
 import re
 from typing import TYPE_CHECKING
 
+from ..digest import present
 from ..vocab import CONDITIONS, find_concepts
 from .record import _name_lists, _record
 from .result import Claim, Fact
@@ -65,6 +66,7 @@ class Checker:
         self.claims: list[Claim] = []
         self.stated: set[str] = set()
         self.taken: list[tuple[int, int]] = []
+        self.quoted: list[tuple[int, int]] = []  # the record's own entries, repeated verbatim
         self.sentences = self._sentences()
         self.sentence_starts = [s for s, _ in self.sentences]
         self.other_person = {
@@ -93,6 +95,8 @@ class Checker:
         self.facts.append(Fact(kind, value, self.text[start:end], start, end, source))
 
     def _claim(self, kind: str, start: int, end: int, reason: str, blocking: bool = True) -> None:
+        if self._quoted(start, end):
+            return  # the record's own words (`quotes`)
         self.claims.append(Claim(kind, self.text[start:end], start, end, reason, blocking))
 
     def _threshold(self, start: int) -> bool:
@@ -193,6 +197,30 @@ class Checker:
                 self._claim("gender", m.start(), m.end(), f"record says {self.patient.gender}")
 
     # numbers, most specific first; each pass takes its spans so later passes skip them
+
+    def quotes(self) -> None:
+        """Entries of the record's free-text fields that the summary repeats word for word:
+        the current symptoms and the latest visit's outcome, which the strict prefill quotes,
+        and the patient's name.
+        What they say is the record's, whatever words are in them (a finding such as "body
+        mass index 30+ - obesity", a drug, a number), so nothing inside them is read as a
+        claim again: the summary and its check read the record the same way."""
+        entries = [*present(self.patient.symptoms())]
+        if self.digest.latest is not None:
+            entries.append(self.digest.latest.outcome.strip().rstrip("."))
+        for entry in sorted({e.strip() for e in entries if len(e.strip()) >= 3}, key=len)[::-1]:
+            for m in re.finditer(rf"(?<!\w){re.escape(entry)}(?!\w)", self.text, re.I):
+                if self._free(*m.span()):
+                    self.taken.append(m.span())  # no number inside is read again
+                    self.quoted.append(m.span())
+        # The patient's name, as the record spells it: "Grace Angina" is a name, not angina.
+        for word in self.patient.name.split():
+            if len(word) >= 3:
+                pattern = rf"(?<!\w){re.escape(word)}(?!\w)"
+                self.quoted += [m.span() for m in re.finditer(pattern, self.text)]
+
+    def _quoted(self, start: int, end: int) -> bool:
+        return any(start >= s and end <= e for s, e in self.quoted)
 
     def numbers(self) -> None:
         for check in (
@@ -335,7 +363,11 @@ class Checker:
                 ]
                 if not mentions:
                     continue
-                start, end, status = min(mentions, key=lambda x: (_MENTION_RANK[x[2]], x[0]))
+                # A mention of the summary's own comes before one inside the record's words.
+                start, end, status = min(
+                    mentions,
+                    key=lambda x: (self._quoted(s0 + x[0], s0 + x[1]), _MENTION_RANK[x[2]], x[0]),
+                )
                 span = (s0 + start, s0 + end)
                 if kind == "condition":
                     self._condition(key, phrase, span, status)

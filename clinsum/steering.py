@@ -1,0 +1,138 @@
+"""What the model's sentence is about, and which words it may not start: per patient.
+
+Pure: no model, no I/O. Two things steer the strict style's one model-written sentence:
+- `heading(d)`: the words the prefill ends on name the digest's most important item (the
+  worst flagged value, else a meaningful trend, else a medication change), so the
+  recommendation is about what the digest flags; with nothing to act on it says so.
+- `Steer`: words the model may not start (conditions, drugs and drug classes the record does
+  not have, and pronouns its gender contradicts), with the words it must stay free to write
+  (the record's own). Backends that take logit biases turn it into biases on first tokens
+  (`backends/runner.py`); the others ignore it, and the grounding check still reads what they
+  wrote.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .vocab import CONDITIONS, MEDICATIONS
+
+if TYPE_CHECKING:
+    from .digest import Digest
+    from .records import Patient
+
+# Classes of drugs a small model reaches for when it has no name ("a statin", "diuretics",
+# "a multi-dose oral medication"): banned unless the record's own words contain them
+# ("atorvastatin" contains "statin").
+DRUG_CLASSES = (
+    "statin",
+    "statins",
+    "diuretic",
+    "diuretics",
+    "anticoagulant",
+    "anticoagulants",
+    "antibiotic",
+    "antibiotics",
+    "antidepressant",
+    "antidepressants",
+    "steroid",
+    "steroids",
+    "corticosteroid",
+    "inhaler",
+    "inhalers",
+    "opioid",
+    "opioids",
+    "insulin",
+    "multi-dose",
+    "antihypertensive",
+    "antihypertensives",
+    "anticonvulsant",
+    "chemotherapy",
+)
+FEMALE_PRONOUNS = ("she", "her", "hers", "herself")
+MALE_PRONOUNS = ("he", "him", "his", "himself")
+_WORD = re.compile(r"[a-z][a-z'-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Steer:
+    """Words the model may not start, and words it must stay free to write (a token that
+    begins one of `keep` is never banned, however many `avoid` words it also begins)."""
+
+    avoid: tuple[str, ...] = ()
+    keep: tuple[str, ...] = ()
+
+
+NO_STEER = Steer()
+
+
+def record_text(patient: Patient) -> str:
+    """Every free-text field of the record, visits included, lower-cased."""
+    fields = [
+        patient.medical_history,
+        patient.current_symptoms,
+        patient.current_medications,
+    ]
+    for v in patient.visit_history:
+        fields += [v.symptoms, v.history, v.medications, v.outcome, v.notes]
+    return " ".join(fields).lower()
+
+
+def steer(patient: Patient) -> Steer:
+    """The words this patient's summary may not start, and those it must keep."""
+    text = record_text(patient)
+    words = set(_WORD.findall(text))
+    avoid: set[str] = set()
+    for condition in CONDITIONS.values():
+        terms = (condition.label, *condition.synonyms)
+        if not any(_mentions(text, t) for t in terms):
+            avoid.update(t.lower() for t in terms if " " not in t and len(t) >= 4)
+    for drug in MEDICATIONS:
+        name = drug.split()[0]
+        if len(name) >= 4 and name not in words:
+            avoid.add(name)
+    avoid.update(c for c in DRUG_CLASSES if c not in text)
+    gender = patient.gender.strip().lower()
+    if gender in ("m", "male"):
+        avoid.update(FEMALE_PRONOUNS)
+    elif gender in ("f", "female"):
+        avoid.update(MALE_PRONOUNS)
+    else:  # blank, "Other", unknown: no pronoun can be right, so the name is used
+        avoid.update(FEMALE_PRONOUNS + MALE_PRONOUNS)
+    keep = words | set(_WORD.findall(patient.name.lower()))
+    return Steer(tuple(sorted(avoid - keep)), tuple(sorted(keep)))
+
+
+def _mentions(text: str, term: str) -> bool:
+    return re.search(rf"(?<![a-z]){re.escape(term.lower())}(?![a-z])", text) is not None
+
+
+def focus(d: Digest) -> str:
+    """The digest's most important item, as the heading names it; "" when there is none.
+
+    The worst flagged value first (a crisis before any other flag), then the first
+    meaningful trend, then the first medication change.
+    """
+    if d.flags:
+        worst = min(d.flags, key=lambda v: (not v.crisis, v.measure))
+        return f"for the {worst.measure}"
+    if d.meaningful_trends:
+        return f"for the {d.meaningful_trends[0].measure}"
+    if d.med_changes:
+        change = d.med_changes[0]
+        verb = {"started": "started", "stopped": "stopped"}.get(change.change, "re-dosed")
+        return f"with {change.drug.lower()} {verb}"
+    return ""
+
+
+def heading(d: Digest) -> str:
+    """Where the strict prefill hands over to the model."""
+    item = focus(d)
+    if not item:
+        return "Recommendation: no change is needed; continue"
+    return f"Recommendation: {item}, continue"
+
+
+__all__ = ["NO_STEER", "Steer", "focus", "heading", "steer"]

@@ -1,0 +1,155 @@
+"""Issue 22: the prefill and the check read the record the same way; the recommendation is
+about the digest's most important item; the model may not start a word the record lacks."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from clinsum.digest import digest
+from clinsum.grounding import check
+from clinsum.legacy import data as patient_files
+from clinsum.prompt import prefill
+from clinsum.records import Patient
+from clinsum.steering import FEMALE_PRONOUNS, MALE_PRONOUNS, focus, heading, steer
+
+from .conftest import REPO
+from .test_backends import JANET
+
+FILES = [REPO / "patient_data.csv", REPO / "tests" / "data" / "synthea_patients.csv"]
+
+
+def blocking(text: str, patient: Patient, names: tuple[str, ...] = ()) -> list[str]:
+    d = digest(patient)
+    g = check(text, patient, names or (patient.name,), d)
+    return [f"{c.kind}: {c.text!r} ({c.reason})" for c in g.unsupported if c.blocking]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_every_prefill_passes_the_check_with_an_empty_model_part(path: Path) -> None:
+    """What the prefill writes from the record, the check supports, for every patient of
+    both files."""
+    patients = list(patient_files.load(path).patients.values())
+    names = tuple(p.name for p in patients)
+    flagged = {
+        p.patient_id: found
+        for p in patients
+        if (found := blocking(prefill(p, "strict") + ".", p, names))
+    }
+    assert flagged == {}
+
+
+@pytest.mark.parametrize(
+    "symptoms",
+    [
+        "Body mass index 30+ - obesity",  # a finding that names a condition (Synthea)
+        "diabetes",  # a diagnosis
+        "metformin 500mg",  # a drug, with a dose
+        "pain 7/10 for 3 days",  # numbers
+        'chest "tightness", patient\'s words',  # quote characters
+    ],
+)
+def test_a_symptoms_field_holding_other_things_is_quoted_not_flagged(symptoms: str) -> None:
+    """Mutation caught: the check's `quotes` step removed (the record's own words in the
+    symptoms field read as claims again: "obesity" not in the history)."""
+    patient = replace(
+        JANET,
+        current_symptoms=symptoms,
+        medical_history="Hypertension",
+        current_medications="Lisinopril 10mg",
+    )
+    text = prefill(patient, "strict")
+    assert all(entry.strip().lower() in text.lower() for entry in symptoms.split(","))
+    assert blocking(text + " to monitor blood pressure.", patient) == []
+    # What the model adds is still read: a condition the record does not have is a claim.
+    assert any("asthma" in c for c in blocking(text + " to manage asthma.", patient))
+
+
+def test_a_name_that_is_also_a_condition_is_the_name() -> None:
+    grace = replace(JANET, name="Grace Angina", medical_history="Hypertension")
+    text = prefill(grace, "strict") + " to monitor Grace Angina's blood pressure."
+    assert blocking(text, grace) == []
+    assert "angina" not in steer(grace).avoid  # the model must be free to write her name
+    # Written by the model as a condition, it is a claim.
+    assert any("angina" in c.lower() for c in blocking(text + " Treat the angina.", grace))
+
+
+@pytest.mark.parametrize("gender", ["", "Other", "unknown"])
+def test_a_gender_that_is_neither_avoids_pronouns_and_uses_the_name(gender: str) -> None:
+    patient = replace(JANET, gender=gender)
+    text = prefill(patient, "strict")
+    assert text.startswith("Janet Torres is a 67-year-old patient")
+    assert "  " not in text
+    assert set(FEMALE_PRONOUNS + MALE_PRONOUNS) <= set(steer(patient).avoid)
+    assert blocking(text + " to monitor.", patient) == []
+
+
+@pytest.mark.parametrize(
+    ("gender", "banned", "free"),
+    [("Male", FEMALE_PRONOUNS, MALE_PRONOUNS), ("F", MALE_PRONOUNS, FEMALE_PRONOUNS)],
+)
+def test_pronouns_that_contradict_the_gender_are_avoided(
+    gender: str, banned: tuple[str, ...], free: tuple[str, ...]
+) -> None:
+    avoid = set(steer(replace(JANET, gender=gender)).avoid)
+    assert set(banned) <= avoid and not set(free) & avoid
+
+
+def test_conditions_and_drugs_the_record_lacks_are_avoided_and_its_own_are_not() -> None:
+    """Patient 1 of the issue: hypertension only, told to monitor "diabetes"."""
+    patient = replace(
+        JANET,
+        medical_history="Hypertension",
+        current_medications="Lisinopril 10mg",
+        current_symptoms="headache",
+        visit_history=tuple(
+            replace(v, history="Hypertension", medications="Lisinopril 10mg", symptoms="headache")
+            for v in JANET.visit_history
+        ),
+    )
+    s = steer(patient)
+    assert {"diabetes", "diabetic", "metformin", "insulin", "statin", "asthma"} <= set(s.avoid)
+    assert not {"hypertension", "hypertensive", "lisinopril"} & set(s.avoid)
+    assert {"hypertension", "lisinopril", "janet", "torres"} <= set(s.keep)
+    # Prediabetes is not diabetes: its own word is kept, diabetes is avoided.
+    pre = steer(replace(patient, medical_history="Prediabetes, Hypertension"))
+    assert "prediabetes" not in pre.avoid and "diabetes" in pre.avoid
+    # A drug class the record's own drug names is kept: atorvastatin contains "statin".
+    statin = steer(replace(patient, current_medications="Atorvastatin 20mg"))
+    assert "statin" not in statin.avoid and "diuretic" in statin.avoid
+
+
+def test_the_heading_names_the_worst_flag_then_a_trend_then_a_change() -> None:
+    d = digest(JANET)  # BP 152/94 stage 2, sugar 182 above target: BP is the flag
+    assert [v.measure for v in d.flags] == ["blood pressure"]
+    assert heading(d) == "Recommendation: for the blood pressure, continue"
+    crisis = digest(replace(JANET, current_sugar=420, current_bp="152/94"))
+    assert focus(crisis) == "for the blood sugar"  # a crisis comes before any other flag
+    calm = replace(JANET, current_bp="118/76", current_sugar=95)
+    calm = replace(
+        calm,
+        visit_history=tuple(replace(v, bp="118/76", sugar=95) for v in JANET.visit_history),
+    )
+    d = digest(calm)
+    assert not d.flags and not d.meaningful_trends
+    if d.med_changes:
+        assert focus(d).startswith("with ")
+    else:
+        assert heading(d) == "Recommendation: no change is needed; continue"
+    rising = digest(
+        replace(
+            calm,
+            current_sugar=135,
+            visit_history=(
+                replace(calm.visit_history[0], sugar=90),
+                replace(calm.visit_history[1], sugar=110),
+            ),
+        )
+    )
+    assert focus(rising) == "for the blood sugar"
+
+
+def test_the_prefill_ends_on_the_heading() -> None:
+    assert prefill(JANET, "strict").endswith(" " + heading(digest(JANET)))
