@@ -145,3 +145,35 @@ async def test_summarize_asks_the_model_to_avoid_what_the_record_lacks(tmp_path:
     assert sent == steer(PATIENT)
     assert {"diabetes", "she", "her"} <= set(sent.avoid)
     assert "hypertension" in sent.keep
+
+
+# Each kind of mistake a narrative model makes about patient 1 (male, hypertension only, BP
+# 137/85 stage 1, sugar 77 normal and falling), and the kind the server's check names.
+MISTAKES = [
+    (" He has diabetes.", "condition"),
+    (" He takes metformin daily.", "medication"),
+    (" His blood pressure is 120/80 mmHg.", "bp"),
+    (" Brenda Riley agreed.", "name"),
+    (" Her blood pressure is stable.", "gender"),
+    (" His blood sugar rose sharply since the first visit.", "trend"),
+    (" His blood sugar is dangerously high.", "flag"),
+    (" Admit him to hospital urgently.", "escalation"),
+]
+
+
+@pytest.mark.parametrize(("mistake", "kind"), MISTAKES, ids=[k for _, k in MISTAKES])
+async def test_a_narrative_mistake_is_flagged_by_kind(
+    mistake: str, kind: str, tmp_path: Path
+) -> None:
+    """Issue 22, narrative style (the model writes everything, e.g. Ollama, which takes no
+    logit biases): whatever kind of mistake the model makes, the summary comes back with
+    `grounding.ok` false and the claim's kind, and is not saved without `force`."""
+    app = app_with([mistake], tmp_path / "s.csv")
+    app.summary_style = "narrative"
+    rpc = Rpc(app)
+    result = await rpc.result("summarize", {"patient_id": PATIENT.patient_id})
+    assert result["summary"] == PATIENT.name + mistake
+    assert result["grounding"]["ok"] is False
+    assert kind in {c["kind"] for c in result["grounding"]["unsupported"] if c["blocking"]}
+    refused = await rpc.call("save_summary", {"summary_id": result["summary_id"]})
+    assert refused["error"]["code"] == -32005

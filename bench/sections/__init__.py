@@ -27,6 +27,7 @@ from . import (
     search,
     search_quality,
     startup,
+    steer,
 )
 
 FACES = ("faces100",)  # the embedded model with the WebSocket and HTTP faces on
@@ -55,6 +56,7 @@ SECTIONS: dict[str, Section] = {
         Section("save", save.run, "save_summary, 100 to 100,000 rows", ("ollama100",)),
         Section("search_quality", search_quality.run, "precision beside pure vector and BM25"),
         Section("model_workers", model_process.run, "aggregate tok/s, 1 vs 2 model processes"),
+        Section("steer", steer.run, "first token with and without the per-patient biases"),
         Section("scale", scale.run, "--scale patients", quick=False),
     )
 }
