@@ -117,7 +117,7 @@ async def summarize_all(
                 build_messages(patient, style, d),
                 head,
                 max_tokens=max_tokens,
-                steer=steer(patient),
+                steer=steer(patient, d),
             )
             try:
                 async for chunk in stream:

@@ -277,3 +277,26 @@ async def test_the_server_runs_summaries_end_to_end(
         assert SECRET not in server.log
     finally:
         server.stop()
+
+
+async def test_the_steer_becomes_a_logit_bias_on_the_servers_tokens(llama_server: str) -> None:
+    """Issue 22: the avoided words' token ids come from the server's own tokenizer
+    (llama-cpp-python's /extras/tokenize here), so a word the record lacks is not written.
+    Mutation caught: `stream` not passing the bias on."""
+    from clinsum.steering import Steer
+
+    from .test_backends import DIABETES, DISEASE
+
+    backend = OpenAIBackend(llama_server, "smollm2")
+    try:
+        free = "".join(await collect(backend.stream(DISEASE, "The disease is", max_tokens=20)))
+        steer = Steer(avoid=DIABETES)
+        steered = await collect(
+            backend.stream(DISEASE, "The disease is", max_tokens=20, steer=steer)
+        )
+        assert "diabetes" in free and "diabet" not in "".join(steered).lower()
+        assert any(t is not None for t in backend._word_token.values())
+        # A word the record has is never banned, even when also avoided.
+        assert await backend._bias(Steer(avoid=("diabetes",), keep=("diabetes",))) is None
+    finally:
+        await backend.aclose()

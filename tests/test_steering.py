@@ -153,3 +153,25 @@ def test_the_heading_names_the_worst_flag_then_a_trend_then_a_change() -> None:
 
 def test_the_prefill_ends_on_the_heading() -> None:
     assert prefill(JANET, "strict").endswith(" " + heading(digest(JANET)))
+
+
+def test_directions_no_trend_took_are_avoided() -> None:
+    """`make eval` once found "continue to monitor the blood sugar level increase" for a sugar
+    that fell: with no rising trend, the words of a rise are avoided, and the other way."""
+    falling = replace(
+        JANET,
+        current_sugar=96,
+        current_bp="120/80",
+        risk_score=0.5,
+        visit_history=(
+            replace(JANET.visit_history[0], sugar=107, bp="130/85", risk_score=0.6),
+            replace(JANET.visit_history[1], sugar=101, bp="125/82", risk_score=0.55),
+        ),
+    )
+    d = digest(falling)
+    assert {t.direction for t in d.trends} == {"fell"}
+    avoid = set(steer(falling, d).avoid)
+    assert {"increase", "rising", "rose"} <= avoid and not {"decrease", "fell"} & avoid
+    assert "low" in avoid  # nothing is low
+    hypo = replace(falling, current_sugar=55)
+    assert "low" not in steer(hypo).avoid

@@ -9,6 +9,13 @@ and README says so.
 
 Closing the stream closes the HTTP response, which is how these servers learn to stop. Every
 failure is an LLMError naming the URL and the model, never the API key.
+
+A request's `Steer` becomes a `logit_bias` where the server can say how it tokenizes: token
+ids are the model's own, so each avoided word is asked of the server's tokenize endpoint
+(llama-server's and vLLM's `/tokenize`, llama-cpp-python's `/extras/tokenize`), once per word,
+and banned only when it is a single token (a word's first piece could start other words; the
+grounding check still reads whatever gets through). A server with no such endpoint gets no
+bias, as Ollama does.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import httpx
 import openai
 
 from ..steering import NO_STEER, Steer
@@ -58,13 +66,25 @@ class OpenAIBackend:
         self.timeout = timeout
         self.settings = settings
         self.tokens_generated = 0  # every chunk the server streamed, for throughput figures
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "none"
         self._client = openai.AsyncOpenAI(
             base_url=self.url,
             # Servers without auth still want the header; the key is never logged.
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
+            api_key=key,
             timeout=timeout,
             max_retries=0,  # a retry would restart the answer the caller is already reading
         )
+        root = self.url.removesuffix("/v1")
+        self._http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {key}"}, timeout=PROBE_TIMEOUT
+        )
+        # (path, request body) for each tokenize dialect, tried in order until one answers.
+        self._dialects = [
+            (f"{root}/tokenize", lambda text: {"content": text, "add_special": False}),
+            (f"{root}/extras/tokenize", lambda text: {"input": text}),
+        ]
+        self._word_token: dict[str, int | None] = {}  # " word" -> its one token, or None
+        self._offset: int | None = None  # tokens the endpoint adds in front (a BOS)
 
     @classmethod
     async def open(cls, options: BackendOptions) -> tuple[OpenAIBackend, bool, str]:
@@ -103,9 +123,10 @@ class OpenAIBackend:
         *,
         max_tokens: int,
         on_queued: Callable[[int], None] | None = None,  # the server keeps its queue to itself
-        steer: Steer = NO_STEER,  # token ids are the server's own: not mapped (README)
+        steer: Steer = NO_STEER,
     ) -> AsyncIterator[str]:
         s = self.settings
+        bias = await self._bias(steer) if steer.avoid else None
         try:
             chunks = await self._client.completions.create(
                 model=self.model,
@@ -116,6 +137,7 @@ class OpenAIBackend:
                 top_p=s.top_p,
                 stop=list(s.stop[:MAX_STOPS]),
                 seed=s.seed,
+                logit_bias=bias or openai.omit,
                 # Not in OpenAI's API, understood by llama.cpp and vLLM, ignored elsewhere.
                 extra_body={"top_k": s.top_k, "repeat_penalty": s.repeat_penalty},
             )
@@ -139,6 +161,46 @@ class OpenAIBackend:
             # Ends the HTTP response, which is what tells the server to stop generating.
             await close_fully(chunks.close)
 
+    async def _bias(self, steer: Steer) -> dict[str, int] | None:
+        """-100 on each avoided word that is one token of the server's model (both cases)."""
+        forms = [f" {w}" for word in steer.avoid for w in {word, word.capitalize()}]
+        keep = {f" {w}" for word in steer.keep for w in {word, word.capitalize()}}
+        todo = [f for f in {*forms, *keep} if f not in self._word_token]
+        if todo and await self._tokenizer():
+            found = await asyncio.gather(*(self._token(f) for f in todo))
+            # A word the server did not answer for (-1) is asked again next time.
+            self._word_token.update((f, t) for f, t in zip(todo, found, strict=True) if t != -1)
+        kept = {self._word_token.get(f) for f in keep}
+        banned = {self._word_token.get(f) for f in forms} - kept - {None}
+        return {str(t): -100 for t in banned} or None
+
+    async def _tokenizer(self) -> bool:
+        """Whether the server tokenizes; finds its dialect, and what it adds in front of every
+        text (a BOS), the first time."""
+        while self._dialects and self._offset is None:
+            path, body = self._dialects[0]
+            try:
+                reply = await self._http.post(path, json=body(""))
+                if reply.status_code == 200:
+                    self._offset = len(reply.json()["tokens"])
+                    break
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                return False  # asked again at the next request
+            self._dialects.pop(0)  # no such endpoint here: try the next dialect
+        return bool(self._dialects)
+
+    async def _token(self, text: str) -> int | None:
+        """The one token `text` is, None if it is several, -1 if the server did not say."""
+        path, body = self._dialects[0]
+        try:
+            reply = await self._http.post(path, json=body(text))
+            if reply.status_code != 200:
+                return -1
+            tokens = reply.json()["tokens"][self._offset :]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return -1
+        return tokens[0] if len(tokens) == 1 else None
+
     def _error(self, exc: BaseException) -> BaseException:
         """What the caller hears; cancellation passes through untouched."""
         if isinstance(exc, TimeoutError | openai.APITimeoutError):
@@ -158,6 +220,7 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         await self._client.close()
+        await self._http.aclose()
 
 
 def _message(exc: openai.APIError) -> str:
