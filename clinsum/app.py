@@ -74,7 +74,7 @@ async def build_app(config: Config) -> App:
             api_key=config.api_key,
             workers=config.model_workers,
             warm_up=(
-                (build_messages(first, style), prefill(first, style), steer(first))
+                (build_messages(first, style), prefill(first, style), steer(first, style=style))
                 if first
                 else None
             ),

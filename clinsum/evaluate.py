@@ -98,7 +98,7 @@ async def summarize_all(
         model_path=model_path,
         # As the server does: the model process loads and evaluates the first prompt before
         # any summary is timed.
-        warm_up=(build_messages(first, style), prefill(first, style), steer(first)),
+        warm_up=(build_messages(first, style), prefill(first, style), steer(first, style=style)),
     )
     names = tuple(names) or tuple(p.name for p in patients)
     graded: list[Graded] = []
@@ -117,7 +117,7 @@ async def summarize_all(
                 build_messages(patient, style, d),
                 head,
                 max_tokens=max_tokens,
-                steer=steer(patient, d),
+                steer=steer(patient, d, style),
             )
             try:
                 async for chunk in stream:

@@ -402,7 +402,7 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
             head,
             max_tokens=max_tokens,
             on_queued=on_queued,
-            steer=steer(patient, facts),
+            steer=steer(patient, facts, style),
         )
         async with aclosing(stream):
             async for chunk in stream:

@@ -157,7 +157,8 @@ def test_the_prefill_ends_on_the_heading() -> None:
 
 def test_directions_no_trend_took_are_avoided() -> None:
     """`make eval` once found "continue to monitor the blood sugar level increase" for a sugar
-    that fell: with no rising trend, the words of a rise are avoided, and the other way."""
+    that fell. Narrative: with no rising trend, the words of a rise are avoided, and the
+    other way; strict: both, since the prefill states every trend."""
     falling = replace(
         JANET,
         current_sugar=96,
@@ -170,8 +171,10 @@ def test_directions_no_trend_took_are_avoided() -> None:
     )
     d = digest(falling)
     assert {t.direction for t in d.trends} == {"fell"}
-    avoid = set(steer(falling, d).avoid)
+    avoid = set(steer(falling, d, "narrative").avoid)
     assert {"increase", "rising", "rose"} <= avoid and not {"decrease", "fell"} & avoid
+    # Strict: the record's sentences state the trends; the recommendation restates none.
+    assert {"increase", "rose", "decrease", "fell"} <= set(steer(falling, d, "strict").avoid)
     assert "low" in avoid  # nothing is low
     hypo = replace(falling, current_sugar=55)
     assert "low" not in steer(hypo).avoid
