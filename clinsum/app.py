@@ -6,6 +6,7 @@ Every face serves the same `App`; none of them builds its own.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from contextlib import aclosing, suppress
@@ -16,14 +17,14 @@ from .config import Config, StartupError
 from .prompt import build_messages, prefill
 from .records import Patient, RecordError
 from .search import PatientIndex, SearchError
-from .store import StoreError, SummaryStore
+from .store import StoreError, open_store
 from .tools import App
 
 server_log = logging.getLogger("Server")
 
 
 async def build_app(config: Config) -> App:
-    """Load records, open the index and the model (in parallel), and the summaries file.
+    """Load records, open the summaries store, then the index and the model (in parallel).
 
     The records come first and alone: llama.cpp points fd 2 at /dev/null while it loads a
     model, so a bad data file reported during that time would exit without a word.
@@ -45,6 +46,13 @@ async def build_app(config: Config) -> App:
     )
     for note in loaded.notes:
         server_log.info("%s: %s", config.data, note)
+    # Before the index and the model: a store that cannot be used fails the start at once.
+    try:
+        store = open_store(config.store, config.summaries, draft_ttl_s=config.draft_ttl_s)
+        await store.open()
+    except StoreError as exc:
+        raise StartupError(f"cannot use the summaries store: {exc}") from None
+    server_log.info("Summaries store: %s", store.label)
 
     async def open_index() -> PatientIndex:
         index = await asyncio.to_thread(
@@ -74,13 +82,9 @@ async def build_app(config: Config) -> App:
     try:
         index, (backend, reason) = await asyncio.gather(open_index(), open_backend())
     except (SearchError, LLMError) as exc:
+        await store.close()
         raise StartupError(str(exc)) from None
     server_log.info("LLM backend: %s (model %s): %s", backend.name, backend.model, reason)
-    store = SummaryStore(config.summaries)
-    try:
-        await asyncio.to_thread(store.ensure_exists)
-    except (StoreError, OSError) as exc:
-        raise StartupError(f"cannot use summaries file {config.summaries}: {exc}") from None
     return App(
         patients,
         index,
@@ -88,7 +92,16 @@ async def build_app(config: Config) -> App:
         store,
         max_inflight=config.max_inflight,
         summary_style=config.summary_style,
+        draft_ttl_s=config.draft_ttl_s,
+        token_id=token_id(config.auth_token),
     )
+
+
+def token_id(token: str | None) -> str | None:
+    """How the audit trail names the token a caller presented: a fingerprint, never the token."""
+    if token is None:
+        return None
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 async def _warm_up(backend: Backend, patient: Patient) -> None:
