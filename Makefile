@@ -26,11 +26,13 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-setup: $(STAMP)                      ## install everything into .venv (and chromium and PostgreSQL, for the tests)
+setup: $(STAMP)                      ## install everything into .venv (and chromium, PostgreSQL and HAProxy, for the tests)
 	command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 	# PostgreSQL's server binaries for tests/test_postgres.py, which starts its own private
 	# cluster with them (never the machine's default one).
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
+	# HAProxy in front of two replicas for the failover test (only the binary: no service is started).
+	command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy; }
 
 index: setup                         ## build the search index if missing or stale
 	$(PY) -m clinsum.search --data $(DATA)

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from websockets.exceptions import InvalidHandshake
 
 from clinsum.config import parse_args
 from clinsum.records import load_patients
@@ -28,7 +29,7 @@ from clinsum.store import Event, StoreError, SummaryStore, Version
 from clinsum.store.postgres import MIGRATIONS, PostgresStore
 from clinsum.tools import App
 
-from .conftest import DATA, REPO, free_port
+from .conftest import DATA, REPO, ServerProcess, free_port, server_args
 from .pg import OWNER, PgCluster
 from .scripted import Rpc, ScriptedBackend
 
@@ -434,3 +435,69 @@ async def test_export_writes_the_current_summaries_as_the_csv(
     )
     assert bad.returncode == 2 and "export failed: cannot connect" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+# ----- two replicas behind HAProxy ------------------------------------------------------------
+
+
+async def test_failover_kill_9_the_replica_that_made_the_draft_save_on_the_other(
+    url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """Two server processes on one database behind HAProxy (tests/haproxy.py, the config
+    README shows). A client summarizes through HAProxy; the replica that generated the
+    draft is killed with -9; the client reconnects through HAProxy and saves the same
+    summary_id on the other replica. Mutation caught: drafts kept in memory only (the save
+    after failover is -32002)."""
+    from .haproxy import HAProxy
+    from .robust_helpers import OllamaThread
+    from .rpc import Peer
+
+    with OllamaThread(tps=200) as fake:
+        replicas = [
+            ServerProcess(
+                server_args(
+                    data_dir,
+                    tmp_path / f"r{i}.csv",
+                    *("--store", url, "--ollama-host", fake.url),
+                    backend="ollama",
+                )
+            )
+            for i in range(2)
+        ]
+        proxy = None
+        try:
+            await asyncio.gather(*(asyncio.to_thread(r.wait_ready, 180) for r in replicas))
+            proxy = await asyncio.to_thread(HAProxy, [("127.0.0.1", r.port) for r in replicas])
+            peer = await Peer.open(proxy.url)
+            made = await peer.result("summarize", {"patient_id": 1, "max_tokens": 16})
+            sid = made["summary_id"]
+            makers = [r for r in replicas if "Starting streaming summary generation" in r.log]
+            assert len(makers) == 1, [r.log[-500:] for r in replicas]
+            maker, other = makers[0], next(r for r in replicas if r is not makers[0])
+            maker.kill()  # SIGKILL: no goodbye, its memory of the draft is gone
+            await asyncio.sleep(0)
+            saved = None
+            async with asyncio.timeout(30):
+                while saved is None:
+                    try:
+                        again = await Peer.open(proxy.url)
+                        reply = await again.call(
+                            "save_summary", {"summary_id": sid, "force": True}, timeout=10
+                        )
+                    except (OSError, ConnectionError, InvalidHandshake, TimeoutError):
+                        await asyncio.sleep(0.05)
+                        continue
+                    assert "result" in reply, reply
+                    saved = reply["result"]
+            assert saved["version"] == 1
+            assert other.wait_for("Saved summary for patient 1", 10), other.log[-2000:]
+            history = await again.result("summary_history", {"patient_id": 1})
+            assert [(v["summary_id"], v["summary"]) for v in history["versions"]] == [
+                (sid, made["summary"])
+            ]
+            await again.close()
+        finally:
+            if proxy is not None:
+                await asyncio.to_thread(proxy.stop)
+            for r in replicas:
+                await asyncio.to_thread(r.stop)

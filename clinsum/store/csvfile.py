@@ -74,6 +74,14 @@ def complete_records(data: bytes, columns: int) -> tuple[list[list[str]], int]:
     A record is whole when it ends with a newline outside quotes and has `columns` fields;
     what follows the last whole record (a write cut short) is not returned.
     """
+    if data.endswith(b"\n"):  # the usual case, all whole: parsed in one go (~0.3 s per 100k)
+        try:
+            parsed = list(csv.reader(io.StringIO(data.decode(), newline=""), strict=True))
+        except (csv.Error, UnicodeDecodeError):
+            pass
+        else:
+            if all(len(r) == columns for r in parsed):
+                return parsed, len(data)
     rows: list[list[str]] = []
     end = 0
     pending = b""
@@ -137,9 +145,10 @@ class SummaryStore:
         """
         lines = dict(self._read_lines())
         self._read_history()
-        for pid, line in list(lines.items()):
-            if pid not in self._hist_last:
-                self._append(self._imported(pid, line))
+        # One write and one fsync for them all: a file of 100,000 rows is imported at once.
+        self._append(
+            *(self._imported(p, ln) for p, ln in lines.items() if p not in self._hist_last)
+        )
         changed = False
         for pid, last in self._hist_last.items():
             line = _line(last)
@@ -269,9 +278,11 @@ class SummaryStore:
             os.truncate(self.history_path, end)
         self._hist_key = (st.st_ino, end)
 
-    def _append(self, row: dict[str, str]) -> None:
-        """Append one version to the history file (its header first if new), then fsync."""
-        data = _line(row, HISTORY_COLUMNS).encode()
+    def _append(self, *rows: dict[str, str]) -> None:
+        """Append versions to the history file (its header first if new), then fsync."""
+        if not rows:
+            return
+        data = "".join(_line(row, HISTORY_COLUMNS) for row in rows).encode()
         fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
             if os.fstat(fd).st_size == 0:  # a new file: its header first
@@ -284,8 +295,9 @@ class SummaryStore:
         finally:
             os.close(fd)
         self._hist_key = (st.st_ino, st.st_size)
-        self._hist_rows.append(row)
-        self._hist_last[row["patient_id"]] = row
+        for row in rows:
+            self._hist_rows.append(row)
+            self._hist_last[row["patient_id"]] = row
 
     def _locked(self) -> _Locked:
         return _Locked(self._thread_lock, self._lock, self.path)
