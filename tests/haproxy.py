@@ -15,7 +15,7 @@ from bench.harness import free_port, port_open
 START_TIMEOUT_S = 10
 
 
-def config(port: int, replicas: list[tuple[str, int]]) -> str:
+def config(bind: str, replicas: list[tuple[str, int]]) -> str:
     """TCP mode: WebSocket, HTTP (/mcp, /healthz, the page) pass through unchanged. A replica
     that stops answering is out after two failed checks 200 ms apart; a connection to a dead
     one is retried on another (`redispatch`), so reconnecting clients land on a live one."""
@@ -35,7 +35,7 @@ defaults
     option redispatch
 
 frontend clinsum
-    bind 127.0.0.1:{port}
+    bind {bind}
     default_backend replicas
 
 backend replicas
@@ -50,7 +50,7 @@ class HAProxy:
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="clinsum-haproxy-"))
         cfg = self.folder / "haproxy.cfg"
-        cfg.write_text(config(self.port, replicas))
+        cfg.write_text(config(f"127.0.0.1:{self.port}", replicas))
         check = subprocess.run(
             [binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
         )
