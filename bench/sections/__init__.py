@@ -18,6 +18,7 @@ from . import (
     concurrency,
     connect,
     faces,
+    failover,
     memory,
     metrics,
     relay,
@@ -53,6 +54,9 @@ SECTIONS: dict[str, Section] = {
         Section("relay_ollama", relay.run_ollama, "relay cost per token", ("ollama100",)),
         Section("save", save.run, "save_summary, 100 to 100,000 rows", ("ollama100",)),
         Section("stores", save.run_stores, "save_summary: CSV vs PostgreSQL", ("ollama100",)),
+        Section(
+            "failover", failover.run, "two replicas behind HAProxy: drafts, kill -9", ("ollama100",)
+        ),
         Section("search_quality", search_quality.run, "precision beside pure vector and BM25"),
         Section("scale", scale.run, "--scale patients", quick=False),
     )

@@ -146,9 +146,9 @@ class PostgresStore:
             raise StoreError(f"cannot connect to {self.label}: {_words(exc)}") from None
         try:
             async with conn:
-                if migrate:
+                if migrate:  # a server; `export` only reads, with whatever rights it has
                     await self._migrate(conn)
-                await self._check_rights(conn)
+                    await self._check_rights(conn)
         except psycopg.errors.InsufficientPrivilege as exc:
             raise StoreError(
                 f"{self.label}: user lacks the rights the summaries need: {_words(exc)}. "
