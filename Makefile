@@ -1,7 +1,20 @@
 # Two commands for a fresh machine with Python 3.11: `make demo` and `make test`.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# llama.cpp's default build (GGML_NATIVE) compiles for the build machine's own CPU, and where
+# that CPU reports AMX (Sapphire Rapids and later: many cloud VMs) it switches on llama.cpp's
+# AMX matrix kernels, which crash with SIGSEGV at the first prompt on virtualised Sapphire and
+# Granite Rapids. On x86-64 we therefore build for a portable baseline that every x86-64 CPU of
+# the last decade has (AVX2, FMA, F16C, BMI2: Haswell, Zen 1), with no -march=native, no
+# AVX-512 and no AMX. The flags are part of the stamp, and pip builds from source without its
+# cache, so a wheel built with other flags is never reused. Other architectures keep
+# llama.cpp's defaults. bench/results.md has tok/s for both builds on the same machine.
+LLAMA_CPP := llama-cpp-python==0.3.36
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+endif
 STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
+LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_CPP) $(LLAMA_CMAKE)' | sha256sum | cut -c1-12)
 DATA   ?= patient_data.csv
 
 export HF_HUB_OFFLINE := 1
@@ -26,8 +39,18 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-setup: $(STAMP)                      ## install everything into .venv (and chromium, PostgreSQL and HAProxy, for the tests)
+$(LLAMA_STAMP): | $(STAMP)
+	$(PY) -m pip uninstall --quiet --yes llama-cpp-python
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --no-cache-dir --no-binary llama-cpp-python \
+		"$(LLAMA_CPP)"
+	rm -f $(VENV)/.llama-*
+	touch $@
+
+setup: $(STAMP) $(LLAMA_STAMP)                      ## install everything into .venv (and chromium, PostgreSQL and HAProxy, for the tests)
 	command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+	# The word lists search's spelling correction reads (SOURCES.md).
+	test -f /usr/share/hunspell/en_med_glut.dic -a -f /usr/share/dict/american-english-large || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y hunspell-en-med wamerican-large; }
 	# PostgreSQL's server binaries for tests/test_postgres.py, which starts its own private
 	# cluster with them (never the machine's default one).
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }

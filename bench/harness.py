@@ -17,6 +17,7 @@ import csv
 import itertools
 import math
 import os
+import queue
 import random
 import signal
 import socket
@@ -28,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, AnyStr, TextIO
 
 from websockets.exceptions import InvalidHandshake
 from websockets.sync.client import connect as ws_connect
@@ -131,6 +132,45 @@ def proc_cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def read_until(stream: IO[AnyStr], text: AnyStr, timeout: float) -> list[AnyStr]:
+    """Lines from a child process's pipe, up to and including the first holding `text`.
+
+    The lines are read in a daemon thread, so a child that goes silent fails the caller after
+    `timeout` seconds instead of hanging it; the caller then kills the child, and the thread
+    ends at the pipe's end of file. Every blocking read of a child's pipe in the tests goes
+    through here (or through an asyncio timeout).
+
+    Raises:
+        TimeoutError: no such line within `timeout` seconds.
+        EOFError: the pipe closed first (the child exited).
+        Both messages hold the lines that did come.
+    """
+    lines: list[AnyStr] = []
+    outcome: queue.SimpleQueue[bool | BaseException] = queue.SimpleQueue()
+
+    def scan() -> None:
+        try:
+            while line := stream.readline():
+                lines.append(line)
+                if text in line:
+                    outcome.put(True)
+                    return
+            outcome.put(False)
+        except BaseException as exc:  # a closed pipe: the caller hears of it
+            outcome.put(exc)
+
+    threading.Thread(target=scan, daemon=True).start()
+    try:
+        found = outcome.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError(f"no line with {text!r} within {timeout:g} s; read {lines!r}") from None
+    if isinstance(found, BaseException):
+        raise found
+    if not found:
+        raise EOFError(f"the pipe closed before a line with {text!r}; read {lines!r}")
+    return lines
 
 
 class ServerProcess:

@@ -56,6 +56,52 @@ SYNTHEA_QUERIES = REPO / "tests" / "data" / "synthea_queries.json"
 # Written after the tuning and never used for it: how far the tuning carries.
 HELD_OUT = REPO / "tests" / "data" / "synthea_heldout_queries.json"
 OURS = REPO / "patient_data.csv"
+# Issue 25: misspelled, transposed and lay queries over both files.
+MISSPELLED = REPO / "tests" / "data" / "misspelled_queries.json"
+FILES = {"ours": OURS, "synthea": SYNTHEA}
+# Correctly spelled clinical words a short edit apart (issue 25): none may be respelled.
+SPELLED_RIGHT = (
+    "hypotension",
+    "hypertension",
+    "hyperthyroidism",
+    "hypothyroidism",
+    "ileum",
+    "ilium",
+    "prostate",
+    "prostrate",
+    "hyperglycemia",
+    "hypoglycemia",
+    "hyperkalemia",
+    "hypokalemia",
+    "hypernatremia",
+    "hyponatremia",
+    "tachycardia",
+    "bradycardia",
+    "hypertrophy",
+    "hypotrophy",
+    "dysphagia",
+    "dysphasia",
+    "aphagia",
+    "aphasia",
+    "perineal",
+    "peroneal",
+    "peritoneal",
+    "malleus",
+    "malleolus",
+    "mucus",
+    "mucous",
+    "palpation",
+    "palpitation",
+    "humerus",
+    "humeral",
+    "ureter",
+    "urethra",
+    "ureteral",
+    "urethral",
+)
+# Misspelled in the Synthea export itself ("Amiodarone hydrocholoride 50 MG/ML"): not a
+# correctly spelled word (search reads it as "hydrochloride").
+SOURCE_TYPOS = frozenset({"hydrocholoride"})
 OUT_JSON = REPO / "bench" / "search_quality.json"
 OUT_MD = REPO / "bench" / "search_quality.md"
 K_MAX = 5
@@ -93,6 +139,44 @@ def list_phrases(path: Path) -> set[str]:
             for column in ("medical_history", "current_symptoms", "current_medications")
             for item in history_items(r[column])
         }
+
+
+def truth(path: Path, field: str, terms: Sequence[str]) -> list[int]:
+    """Patients whose record holds one of `terms`, read with csv and json alone: `history`,
+    an entry of medical_history; `symptoms`, an entry of the current or a visit's symptom
+    list (any case); `medications`, a current or visit medication entry naming the drug."""
+    import csv
+
+    wanted = {t.lower() for t in terms}
+    drug = re.compile(r"\b(?:" + "|".join(re.escape(t) for t in wanted) + r")\b")
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if field == "history":
+                hit = bool(history_items(r["medical_history"]) & set(terms))
+            else:
+                visits = json.loads(r["visit_history"] or "[]")
+                cells = [r[f"current_{field}"], *(v.get(field, "") for v in visits)]
+                entries = {e.strip().lower() for c in cells for e in c.split(",") if e.strip()}
+                if field == "symptoms":
+                    hit = bool(entries & wanted)
+                else:
+                    hit = any(drug.search(e) for e in entries)
+            if hit:
+                out.append(int(r["patient_id"]))
+    return out
+
+
+def misspelled_queries() -> list[dict[str, Any]]:
+    return json.loads(MISSPELLED.read_text())["queries"]
+
+
+def write_misspelled_truth() -> None:
+    """Recompute every query's `expected` from the files (after a data file changed)."""
+    data = json.loads(MISSPELLED.read_text())
+    for q in data["queries"]:
+        q["expected"] = truth(FILES[q["file"]], q["field"], q["terms"])
+    MISSPELLED.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def synthea_queries(held_out: bool = True) -> list[dict[str, Any]]:
@@ -204,20 +288,108 @@ def no_aliases() -> Iterator[None]:
 
 
 def score(rank: Ranker, queries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Mean precision@k per kind of query, and the queries answered with someone else."""
+    """Mean precision@k per kind of query (and over all), the queries answered with someone
+    else, and the queries answered with nobody."""
     by_kind: dict[str, list[float]] = {}
     wrong: list[str] = []
+    empty: list[str] = []
+    scores: list[float] = []
     for q in queries:
         expected = set(q["expected"])
         k = min(K_MAX, len(expected))
         got = rank(q["query"], k)[:k]
-        by_kind.setdefault(q["kind"], []).append(len(set(got) & expected) / k)
+        scores.append(len(set(got) & expected) / k)
+        by_kind.setdefault(q["kind"], []).append(scores[-1])
         if set(got) - expected:
             wrong.append(q["query"])
+        if not got:
+            empty.append(q["query"])
+    every = [p for v in by_kind.values() for p in v]
     return {
         "precision": {kind: round(statistics.mean(v), 3) for kind, v in by_kind.items()},
         "queries": {kind: len(v) for kind, v in by_kind.items()},
+        "mean": round(statistics.mean(every), 3),
         "wrong": wrong,
+        "empty": empty,
+        "each": [[q["kind"], p] for q, p in zip(queries, scores, strict=True)],
+    }
+
+
+@contextlib.contextmanager
+def no_spelling(index: Any) -> Iterator[None]:
+    """The index with its speller off: what search did before issue 25."""
+    saved = index.speller.active
+    index.speller.active = False
+    index.speller._cache.clear()
+    try:
+        yield
+    finally:
+        index.speller.active = saved
+        index.speller._cache.clear()
+
+
+def clinical_words() -> set[str]:
+    """Correctly spelled clinical words from a source the speller does not read: every word
+    of the Synthea export's condition, medication, observation and encounter descriptions,
+    and the issue's pairs."""
+    import csv
+
+    out = set(SPELLED_RIGHT)
+    folder = REPO / "tests" / "data" / "synthea"
+    for name, columns in (
+        ("conditions.csv", ("DESCRIPTION",)),
+        ("medications.csv", ("DESCRIPTION", "REASONDESCRIPTION")),
+        ("observations.csv", ("DESCRIPTION",)),
+        ("encounters.csv", ("DESCRIPTION", "REASONDESCRIPTION")),
+    ):
+        with open(folder / name, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                for column in columns:
+                    out.update(re.findall(r"[a-z]+", row[column].lower()))
+    return {w for w in out if len(w) >= 5} - SOURCE_TYPOS
+
+
+def respelled_right(index: Any) -> dict[str, Any]:
+    """Correctly spelled words the index respells (should be none): the Synthea export's
+    clinical words and the issue's pairs, and every word of the word lists."""
+    from clinsum.spelling import load_dictionary
+
+    clinical = clinical_words()
+    listed = load_dictionary()
+    return {
+        "clinical_checked": len(clinical),
+        "clinical_respelled": sorted(w for w in clinical if index.speller.correct(w)),
+        "word_list_checked": len(listed),
+        "word_list_respelled": sorted(w for w in listed if index.speller.correct(w)),
+    }
+
+
+def spelling_cost(index: Any, queries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Search time of each misspelled query beside its correct spelling (the text it is read
+    as), both warm (each run once before timing), median of 5 runs each."""
+    deltas, correct_ms, typo_ms = [], [], []
+    for q in queries:
+        found = index.find(q["query"], K_MAX)
+        if found.corrected is None:
+            continue
+        pair = []
+        for text in (q["query"], found.corrected):
+            index.search(text, K_MAX)
+            runs = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                index.search(text, K_MAX)
+                runs.append((time.perf_counter() - t0) * 1000)
+            pair.append(statistics.median(runs))
+        typo_ms.append(pair[0])
+        correct_ms.append(pair[1])
+        deltas.append(pair[0] - pair[1])
+    return {
+        "pairs": len(deltas),
+        "misspelled_ms_median": round(statistics.median(typo_ms), 2),
+        "correct_ms_median": round(statistics.median(correct_ms), 2),
+        "extra_ms_median": round(statistics.median(deltas), 2),
+        "extra_ms_max": round(max(deltas), 2),
     }
 
 
@@ -236,6 +408,7 @@ def quality() -> dict[str, Any]:
 
     embedder = load_embedder()
     out: dict[str, Any] = {}
+    indexes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="search-quality-") as tmp:
         for label, path in (("synthea", SYNTHEA), ("ours", OURS)):
             patients, index = open_index(path, embedder, Path(tmp))
@@ -246,7 +419,51 @@ def quality() -> dict[str, Any]:
             rows["pure vector"] = score(vector_ranker(patients, embedder), queries)
             rows["BM25"] = score(bm25_ranker(patients), queries)
             out[label] = {"patients": len(patients), "rankers": rows}
+            indexes[label] = (patients, index)
+        # Issue 25: the misspelled, transposed and lay queries of both files, in one table.
+        typo = misspelled_queries()
+        rows = {}
+        for name, ranker in (
+            ("ours", lambda i, p: index_ranker(i)),
+            ("ours, no spelling", lambda i, p: index_ranker(i)),
+            ("pure vector", lambda i, p: vector_ranker(p, embedder)),
+            ("BM25", lambda i, p: bm25_ranker(p)),
+        ):
+            parts = []
+            for label, (patients, index) in indexes.items():
+                mine = [q for q in typo if q["file"] == label]
+                off = name == "ours, no spelling"
+                with no_spelling(index) if off else contextlib.nullcontext():
+                    parts.append((mine, score(ranker(index, patients), mine)))
+            rows[name] = merge(parts)
+        checked = {label: respelled_right(index) for label, (_, index) in indexes.items()}
+        out["misspelled"] = {
+            "patients": sum(len(p) for p, _ in indexes.values()),
+            "rankers": rows,
+            "respelled_correct_words": checked,
+            "cost": {
+                label: spelling_cost(index, [q for q in typo if q["file"] == label])
+                for label, (_, index) in indexes.items()
+            },
+        }
     return out
+
+
+def merge(parts: Sequence[tuple[Sequence[dict[str, Any]], dict[str, Any]]]) -> dict[str, Any]:
+    """One `score` over several files' queries, from each file's own."""
+    by_kind: dict[str, list[float]] = {}
+    for _, result in parts:
+        for kind, p in result["each"]:
+            by_kind.setdefault(kind, []).append(p)
+    every = [p for v in by_kind.values() for p in v]
+    return {
+        "precision": {kind: round(statistics.mean(v), 3) for kind, v in by_kind.items()},
+        "queries": {kind: len(v) for kind, v in by_kind.items()},
+        "mean": round(statistics.mean(every), 3),
+        "wrong": [w for _, r in parts for w in r["wrong"]],
+        "empty": [e for _, r in parts for e in r["empty"]],
+        "each": [e for _, r in parts for e in r["each"]],
+    }
 
 
 def peak_rss_mib() -> float:
@@ -305,6 +522,8 @@ def scale(n: int) -> dict[str, Any]:
             times.append((time.perf_counter() - t0) * 1000)
             cpu.append((time.process_time() - c0) * 1000)
         assert not index.rebuilt, "the re-open embedded again"
+        # Issue 25: the generated file uses our vocabulary, so "ours"' misspelled queries fit.
+        cost = spelling_cost(index, [q for q in misspelled_queries() if q["file"] == "ours"])
     return {
         "patients": n,
         "phrases_embedded": embedded,
@@ -320,6 +539,11 @@ def scale(n: int) -> dict[str, Any]:
         "search_ms_p95": round(sorted(times)[int(0.95 * (len(times) - 1))], 2),
         # CPU time of the searching thread's process: what the search costs on a quiet box.
         "search_cpu_ms_median": round(statistics.median(cpu), 2),
+        "misspelled_pairs": cost["pairs"],
+        "misspelled_search_ms_median": cost["misspelled_ms_median"],
+        "misspelled_correct_ms_median": cost["correct_ms_median"],
+        "misspelled_extra_ms_median": cost["extra_ms_median"],
+        "misspelled_extra_ms_max": cost["extra_ms_max"],
         "searches": len(times),
         "rss_mib_after_model": round(rss_model, 1),
         "rss_mib_peak_after_records": round(rss_loaded, 1),
@@ -335,19 +559,50 @@ def render(results: dict[str, Any]) -> str:
         rankers = data["rankers"]
         kinds = list(next(iter(rankers.values()))["precision"])
         counts = next(iter(rankers.values()))["queries"]
+        typo = label == "misspelled"
+        title = (
+            f"misspelled, transposed and lay queries over both files ({data['patients']} patients)"
+            if typo
+            else f"{label}: {data['patients']} patients"
+        )
         lines += [
-            f"## {label}: {data['patients']} patients, precision@min(5, true)",
+            f"## {title}, precision@min(5, true)",
             "",
             "| ranker | "
             + " | ".join(f"{k} ({counts[k]})" for k in kinds)
+            + (f" | mean ({sum(counts.values())}) | empty answers" if typo else "")
             + " | answered with someone else |",
-            "| --- | " + " | ".join("---" for _ in kinds) + " | --- |",
+            "| --- | "
+            + " | ".join("---" for _ in kinds)
+            + (" | --- | ---" if typo else "")
+            + " | --- |",
         ]
         for name, row in rankers.items():
             cells = " | ".join(f"{row['precision'][k]:.3f}" for k in kinds)
+            if typo:
+                cells += f" | {row['mean']:.3f} | {len(row['empty'])}"
             lines.append(f"| {name} | {cells} | {len(row['wrong'])} |")
         wrong = rankers["ours"]["wrong"]
         lines += ["", f"`ours` answered with someone else: {', '.join(wrong) or 'none'}", ""]
+        if typo:
+            empty = rankers["ours"]["empty"]
+            lines += [f"`ours` answered with nobody: {', '.join(empty) or 'none'}", ""]
+            for where, got in data["respelled_correct_words"].items():
+                lines.append(
+                    f"- {where} index: correctly spelled words respelled: "
+                    f"{len(got['clinical_respelled'])} of {got['clinical_checked']} clinical "
+                    f"words ({', '.join(got['clinical_respelled']) or 'none'}), "
+                    f"{len(got['word_list_respelled'])} of {got['word_list_checked']} words of "
+                    "the word lists"
+                )
+            for where, cost in data["cost"].items():
+                lines.append(
+                    f"- {where} index, {cost['pairs']} respelled queries, warm, median of 5: "
+                    f"misspelled {cost['misspelled_ms_median']} ms, correct spelling "
+                    f"{cost['correct_ms_median']} ms; extra {cost['extra_ms_median']} ms "
+                    f"median, {cost['extra_ms_max']} ms at most"
+                )
+            lines.append("")
     if "scale" in results:
         lines += ["## Scale", "", "| figure | value |", "| --- | --- |"]
         lines += [f"| {k} | {v} |" for k, v in results["scale"].items()]
@@ -358,7 +613,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, help="also measure at this many patients")
     parser.add_argument("--no-quality", action="store_true", help="only the scale figures")
+    parser.add_argument(
+        "--misspelled-truth",
+        action="store_true",
+        help="recompute tests/data/misspelled_queries.json's expected patients, and stop",
+    )
     args = parser.parse_args(argv)
+    if args.misspelled_truth:
+        write_misspelled_truth()
+        return 0
     sys.path.insert(0, str(REPO / "bench"))
     results: dict[str, Any] = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
     # Scale first: its model-load time and memory must be this process's own, not what the

@@ -44,22 +44,45 @@ async def echo_worker() -> None:
 
 async def embedded_worker(data: str) -> None:
     """Serves `relay.DirectWorker`: one line "PATIENT_ID MAX_TOKENS" in, one line of chunk
-    times (perf_counter, which is the system-wide monotonic clock) out."""
-    from bench.sections.relay import direct_stream
-    from clinsum.backends.embedded import EmbeddedBackend
+    times (perf_counter, which is the system-wide monotonic clock) out. The model runs in
+    this process (`runner.Model`, as the model process runs it), with no process boundary:
+    the reference the server's relay is measured against."""
+    from dataclasses import asdict
+
+    from clinsum.backends.base import DEFAULT_SETTINGS
+    from clinsum.backends.embedded import EmbeddedBackend, default_model_path
+    from clinsum.backends.runner import Model, Request, Settings
+    from clinsum.prompt import build_messages, model_part_done, prefill
     from clinsum.records import load_patients
 
     patients = load_patients(data)
-    backend = await asyncio.to_thread(EmbeddedBackend)
+    threads = EmbeddedBackend().threads  # the server's share of the cores, the same here
+    model = Model(str(default_model_path()), threads, Settings.of(asdict(DEFAULT_SETTINGS)))
+
+    def generate(patient_id: int, max_tokens: int) -> tuple[list[float], float]:
+        # The server's path: the strict style, stopped after the model's one sentence.
+        patient = patients[patient_id]
+        request = Request(1, build_messages(patient), prefill(patient), max_tokens)
+        times: list[float] = []
+        text = ""
+
+        def send(chunk: str) -> None:
+            nonlocal text
+            times.append(time.perf_counter())
+            text += chunk
+            if model_part_done("strict", text):
+                request.cancelled.set()
+
+        start = time.perf_counter()
+        model.generate(request, send)
+        return times, start
+
     gc.freeze()
     print("ready", flush=True)
-    try:
-        while line := await asyncio.to_thread(sys.stdin.readline):
-            patient_id, max_tokens = map(int, line.split())
-            times, start = await direct_stream(backend, patients[patient_id], max_tokens)
-            print(orjson.dumps({"times": times, "start": start}).decode(), flush=True)
-    finally:
-        await backend.aclose()
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        patient_id, max_tokens = map(int, line.split())
+        times, start = await asyncio.to_thread(generate, patient_id, max_tokens)
+        print(orjson.dumps({"times": times, "start": start}).decode(), flush=True)
 
 
 async def probe_worker(once: Callable[[], Awaitable[str | None]], interval: float) -> None:

@@ -9,13 +9,13 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
-from contextlib import aclosing, suppress
+from contextlib import suppress
 
 from . import recordcache
 from .backends import Backend, LLMError, create_backend
 from .config import Config, StartupError
 from .prompt import build_messages, prefill
-from .records import Patient, RecordError
+from .records import RecordError
 from .search import PatientIndex, SearchError
 from .store import StoreError, open_store
 from .tools import App
@@ -24,10 +24,10 @@ server_log = logging.getLogger("Server")
 
 
 async def build_app(config: Config) -> App:
-    """Load records, open the summaries store, then the index and the model (in parallel).
+    """Load the records, open the summaries store, start the model, open the index.
 
-    The records come first and alone: llama.cpp points fd 2 at /dev/null while it loads a
-    model, so a bad data file reported during that time would exit without a word.
+    The embedded model loads in processes of its own while the index opens here; summaries
+    wait in its queue until it is ready, and everything else is served at once.
     """
     if config.data_note:
         server_log.info("%s", config.data_note)
@@ -68,23 +68,38 @@ async def build_app(config: Config) -> App:
         return index
 
     async def open_backend() -> tuple[Backend, str]:
-        backend, reason = await create_backend(
+        # The embedded model loads in its own processes: it returns at once, and summaries
+        # wait in its queue (hearing their place) until a process is ready.
+        first = patients.at(0) if len(patients) else None
+        style = config.summary_style or "strict"  # the embedded backend's default
+        return await create_backend(
             config.backend,
             model=config.model,
             model_path=config.model_path,
             ollama_host=config.ollama_host,
+            llm_url=config.llm_url,
+            api_key=config.api_key,
+            workers=config.model_workers,
+            warm_up=(build_messages(first, style), prefill(first, style)) if first else None,
             timeout=config.llm_timeout,
         )
-        if backend.name == "embedded":
-            await _warm_up(backend, next(iter(patients.values())))
-        return backend, reason
 
     try:
-        index, (backend, reason) = await asyncio.gather(open_index(), open_backend())
-    except (SearchError, LLMError) as exc:
+        backend, reason = await open_backend()
+    except LLMError as exc:
         await store.close()
         raise StartupError(str(exc)) from None
     server_log.info("LLM backend: %s (model %s): %s", backend.name, backend.model, reason)
+    try:
+        index = await open_index()
+    except SearchError as exc:
+        await backend.aclose()
+        await store.close()
+        raise StartupError(str(exc)) from None
+    except BaseException:  # cancelled (SIGTERM while loading): no model process outlives us
+        await backend.aclose()
+        await store.close()
+        raise
     return App(
         patients,
         index,
@@ -102,16 +117,6 @@ def token_id(token: str | None) -> str | None:
     if token is None:
         return None
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
-
-
-async def _warm_up(backend: Backend, patient: Patient) -> None:
-    """Evaluate the prompt every summary starts with while the embedder is still loading,
-    so the first summary after start-up waits no longer than later ones (bench/results.md)."""
-    stream = backend.stream(build_messages(patient), prefill(patient), max_tokens=1)
-    with suppress(LLMError):
-        async with aclosing(stream):
-            async for _ in stream:
-                break
 
 
 # A face that starts before loading finishes (stdio answers `initialize` at once; the HTTP

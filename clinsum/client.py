@@ -221,10 +221,17 @@ class Client:
     async def search(
         self, query: str, top_k: int = 5, filters: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
+        return (await self.find(query, top_k, filters))["results"]
+
+    async def find(
+        self, query: str, top_k: int = 5, filters: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The whole search result: `results`, and `corrected` (the query as searched) when
+        the server respelled a misspelled word."""
         params: dict[str, Any] = {"query": query, "top_k": top_k}
         if filters:
             params["filters"] = filters
-        return (await self.call("search", params))["results"]
+        return await self.call("search", params)
 
     async def fetch(self, patient_id: int) -> dict[str, Any]:
         return (await self.call("fetch", {"patient_id": patient_id}))["patient"]

@@ -38,6 +38,9 @@ class Config:
     model: str | None = None
     model_path: str | None = None
     ollama_host: str | None = None
+    llm_url: str | None = None  # the openai backend's server, http://HOST:PORT/v1
+    api_key: str | None = None  # its key (--api-key or $OPENAI_API_KEY); never logged
+    model_workers: int = 1  # embedded: model processes serving the queue
     llm_timeout: float = 60.0
     summary_style: str | None = None  # prompt.STYLES; None: the backend's default
     log_level: str = "info"
@@ -135,14 +138,38 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         "--backend",
         choices=KINDS,
         default="auto",
-        help="LLM backend; auto = Ollama if reachable with the model pulled, else embedded",
+        help="LLM backend; auto = the --llm-url server if given and up, else Ollama if "
+        "reachable with the model pulled, else embedded",
     )
-    p.add_argument("--model", help="Ollama model name (default phi)")
+    p.add_argument(
+        "--model",
+        help="model name: Ollama's (default phi), or the --llm-url server's (default: the "
+        "first it lists)",
+    )
     p.add_argument("--model-path", help="GGUF file for the embedded backend (default SmolLM2)")
     p.add_argument(
         "--ollama-host",
         default=os.environ.get("OLLAMA_HOST"),
         help="Ollama URL (default $OLLAMA_HOST or http://127.0.0.1:11434)",
+    )
+    p.add_argument(
+        "--llm-url",
+        metavar="URL",
+        help="an OpenAI-compatible server for --backend openai (http://HOST:PORT/v1): "
+        "llama.cpp's llama-server, vLLM, LM Studio, Ollama's /v1",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("OPENAI_API_KEY") or None,
+        help="the --llm-url server's API key (default $OPENAI_API_KEY); never logged",
+    )
+    p.add_argument(
+        "--model-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="embedded backend: model processes serving summaries in parallel, each with its "
+        "own threads and its own copy of the model (default 1)",
     )
     p.add_argument(
         "--llm-timeout",
@@ -201,12 +228,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     )
     _store_args(p)
     a = p.parse_args(argv)
-    for name in ("max_message_bytes", "max_inflight", "max_connections"):
+    for name in ("max_message_bytes", "max_inflight", "max_connections", "model_workers"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     for flag, port in (("--port", a.port), ("--http-port", a.http_port)):
         if port is not None and not 0 <= port <= 65535:
             p.error(f"{flag} must be between 0 and 65535")
+    if a.backend == "openai" and not a.llm_url:
+        p.error("--backend openai needs --llm-url (http://HOST:PORT/v1)")
     if a.auth_token is not None and not a.auth_token.strip():
         # `--auth-token "$UNSET"` would otherwise run without authentication, silently.
         p.error("--auth-token must not be empty")
@@ -227,6 +256,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         model=a.model,
         model_path=a.model_path,
         ollama_host=a.ollama_host,
+        llm_url=a.llm_url,
+        api_key=a.api_key,
+        model_workers=a.model_workers,
         llm_timeout=a.llm_timeout,
         summary_style=a.summary_style,
         log_level=a.log_level,

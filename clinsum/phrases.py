@@ -20,12 +20,15 @@ low back pain". The phrase must also be close in meaning (`CONTAINED_MIN`).
 
 Negated clauses ("no history of asthma", "denies chest pain", "family history of diabetes")
 and empty entries ("none") are not evidence and never become phrases.
+
+A query whose misspelled words `clinsum.spelling` respelled is read as respelled; each of its
+readings keeps what was typed (`Form.typed`), so `matched` says 'spelling of "hypertention"'.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -154,13 +157,24 @@ class Form:
     key: str
     concepts: dict[str, str] = field(hash=False, compare=False)
     covered: bool = False  # the vocabulary phrases use up every content word
+    typed: str | None = None  # what the user typed, when `clinsum.spelling` respelled it
+
+    def how(self, how: str) -> str:
+        """`how` for `matched`, saying so when the query was respelled: 'spelling of
+        "hypertention"' for an exact match, else '<how>, spelling of "..."'."""
+        if self.typed is None:
+            return how
+        if how == "exact":
+            return f'spelling of "{self.typed}"'
+        return f'{how}, spelling of "{self.typed}"'
 
 
-def _form(text: str, said: str) -> Form:
+def _form(text: str, said: str, typed: str | None = None) -> Form:
     found = _concepts(text)
     used = set(words(" ".join(found.values())))
     own = set(words(text))
-    return Form(text, said, frozenset(own), key(text), found, bool(found) and own <= used)
+    covered = bool(found) and own <= used
+    return Form(text, said, frozenset(own), key(text), found, covered, typed)
 
 
 def _concepts(text: str) -> dict[str, str]:
@@ -180,20 +194,30 @@ def _aliased(text: str) -> list[str]:
     return [o.strip() for o in out if o.strip() != norm.strip()]
 
 
-def query_parts(query: str) -> list[list[Form]]:
+def query_parts(query: str, fixes: Mapping[str, str] | None = None) -> list[list[Form]]:
     """The query as parts ("diabetes and hypertension" is two), each with its readings.
 
     A query that reads as one phrase the records hold stays whole ("concussion with no loss
     of consciousness"): the caller tries the whole query first and splits only if that fails.
+    `fixes` (typed word -> respelled word) says which words of `query` were respelled.
     """
     parts = [p for p in _SPLIT_QUERY.split(query.lower()) if words(p)]
-    return [whole_query(p) for p in parts]
+    return [whole_query(p, fixes) for p in parts]
 
 
-def whole_query(query: str) -> list[Form]:
-    """The query read as it is, and as each alias it contains stands for."""
+def whole_query(query: str, fixes: Mapping[str, str] | None = None) -> list[Form]:
+    """The query read as it is, and as each alias it contains stands for; `fixes` (typed
+    word -> respelled word) marks the readings of a respelled query with what was typed."""
     said = query.strip()
-    return [_form(said, said), *(_form(a, said) for a in _aliased(said))]
+    typed = _typed(said, fixes) if fixes else None
+    return [_form(said, said, typed), *(_form(a, said, typed) for a in _aliased(said))]
+
+
+def _typed(said: str, fixes: Mapping[str, str]) -> str | None:
+    """`said` as the user typed it, or None if no word of it was respelled."""
+    back = {fixed: typed for typed, fixed in fixes.items()}
+    typed = re.sub(r"[^\W\d_]+", lambda m: back.get(m.group().lower(), m.group()), said)
+    return typed if typed != said else None
 
 
 def has_searchable_words(query: str) -> bool:
@@ -254,14 +278,15 @@ class PhraseTable:
                 got.extend(cosines())
             return got[j]
 
-        def add(i: int, m: Match) -> None:
+        def add(i: int, m: Match, form: Form) -> None:
             if i not in found or found[i].strength < m.strength:
-                found[i] = m
+                found[i] = Match(m.strength, form.how(m.how))
 
         strong = False
         for form in forms:
             for i in self.by_key.get(form.key, ()):
-                add(i, Match(EXACT, "exact" if form is forms[0] else f'synonym of "{form.said}"'))
+                how = "exact" if form is forms[0] else f'synonym of "{form.said}"'
+                add(i, Match(EXACT, how), form)
                 strong = True
             if form.covered:
                 for concept, asked in form.concepts.items():
@@ -270,7 +295,7 @@ class PhraseTable:
                             concept, asked, written, self.words[i], form.words, form.said
                         )
                         if how is not None:
-                            add(i, Match(*how))
+                            add(i, Match(*how), form)
                             strong = True
         for j, form in enumerate(forms):
             if not form.words:
@@ -280,11 +305,11 @@ class PhraseTable:
             for i in sorted(holders):
                 if i >= self.embedded:
                     if in_note_only:  # a word no list entry uses: a note may say it
-                        add(i, Match(WORD_IN_NOTE, f'words of "{form.said}"'))
+                        add(i, Match(WORD_IN_NOTE, f'words of "{form.said}"'), form)
                 elif i in found and found[i].strength >= NARROWER_MATCH:
                     continue
                 elif self.words[i] > form.words and cos_of(j)[i] >= CONTAINED_MIN:
-                    add(i, Match(NARROWER_MATCH, f'narrower than "{form.said}"'))
+                    add(i, Match(NARROWER_MATCH, f'narrower than "{form.said}"'), form)
                     strong = True
         guessing = [j for j, form in enumerate(forms) if not form.covered]
         if not guessing:
@@ -299,7 +324,8 @@ class PhraseTable:
                     continue  # already matched better, or broader than what was asked
                 if _variant(form.words, self.words[i]):
                     continue
-                add(i, Match(0.85 * float(cos[i]), f'similar to "{form.said}" {cos[i]:.2f}'))
+                how = f'similar to "{form.said}" {cos[i]:.2f}'
+                add(i, Match(0.85 * float(cos[i]), how), form)
         return found
 
 

@@ -224,8 +224,19 @@ class Screen:
 
     # -- records -----------------------------------------------------------------------------
 
-    def search_results(self, query: str, hits: list[dict[str, Any]]) -> None:
-        self.print(f"Found {_count(len(hits), 'patient')} matching [bold]{escape(query)!r}[/]:")
+    def corrected(self, query: str, corrected: str | None) -> None:
+        """Say which query was searched when the server respelled the one typed."""
+        if corrected is not None:
+            self.print(
+                f"Showing results for [bold]{escape(corrected)}[/] (you typed {escape(query)!r})"
+            )
+
+    def search_results(
+        self, query: str, hits: list[dict[str, Any]], corrected: str | None = None
+    ) -> None:
+        self.corrected(query, corrected)
+        shown = corrected if corrected is not None else query
+        self.print(f"Found {_count(len(hits), 'patient')} matching [bold]{escape(shown)!r}[/]:")
         table = Table(show_edge=False, header_style="bold")
         for column in ("#", "ID", "Name", "Age", "Gender", "Score", "Matched"):
             table.add_column(column, justify="right" if column in {"#", "ID", "Age"} else "left")
@@ -656,14 +667,16 @@ async def ask_search(screen: Screen, client: Client, top_k: int = 5) -> list[dic
             screen.warn("Please type a disease or symptom to search for, e.g. diabetes.")
             continue
         try:
-            hits = await client.search(query, top_k)
+            found = await client.find(query, top_k)
         except RPCError as exc:
             screen.error(exc.message)
             continue
+        hits, corrected = found["results"], found.get("corrected")
         if not hits:
+            screen.corrected(query, corrected)
             screen.warn(f"No patients match {query!r}; try another disease or symptom.")
             continue
-        screen.search_results(query, hits)
+        screen.search_results(query, hits, corrected)
         return hits
 
 

@@ -13,6 +13,10 @@ embedded, and their vectors are kept in Chroma (embedded on disk beside the data
 `chroma run` server) under a hash of the phrase text: a phrase is embedded once, ever, and
 an unchanged file starts without embedding anything.
 
+A query word that is no word at all ("hypertention") is first respelled to the closest word
+the records or the vocabulary use (`clinsum.spelling`); a correctly spelled word never is.
+`find` says what was searched (`Found.corrected`).
+
     python -m clinsum.search --data patient_data.csv [--query "shortness of breath"]
 """
 
@@ -32,6 +36,7 @@ import sys
 import threading
 import zipfile
 from array import array
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,6 +47,7 @@ import numpy as np
 
 from clinsum import logs, recordcache
 from clinsum.phrases import (
+    STOPWORDS,
     Form,
     Match,
     PhraseTable,
@@ -56,6 +62,7 @@ from clinsum.phrases import (
 from clinsum.phrases import key as phrase_key
 from clinsum.recordcache import Records
 from clinsum.records import Patient, RecordError, file_hash
+from clinsum.spelling import LETTERS, Speller, load_dictionary, vocabulary_words
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -104,6 +111,15 @@ class Hit:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Found:
+    """A search's answer: the hits, and the query as searched when words were respelled."""
+
+    hits: list[Hit]
+    corrected: str | None = None  # "hypertension" for "hypertention"; None if nothing respelled
+    fixes: dict[str, str] | None = None  # typed word -> the word it was read as
 
 
 def _cells(patient: Patient) -> list[tuple[int, str]]:
@@ -316,6 +332,7 @@ class PatientIndex:
         self._genders = np.array([self._gender_codes[g] for g in genders], dtype=np.int16)
         self._query_vectors: dict[str, np.ndarray] = {}  # oldest first, at most QUERY_CACHE
         self._cache_lock = threading.Lock()
+        self.speller = _speller(self._table, corpus.name_words)
 
     @classmethod
     def open(
@@ -398,16 +415,17 @@ class PatientIndex:
             keep &= self._risks[positions] >= filters["min_risk"]
         return keep
 
-    def matches(self, query: str) -> list[dict[int, Match]]:
+    def matches(self, query: str, fixes: dict[str, str] | None = None) -> list[dict[int, Match]]:
         """For each part of the query, the phrases that answer it and how.
 
         "diabetes with chest pain" is two parts, so that patients with both rank first; a
         query is split at "and", "with", "," only if every part finds something on its own
         ("concussion with no loss of consciousness" stays whole). One model call embeds the
         readings of the whole and of the parts together, and only if some part needs it.
+        `fixes` (typed word -> respelled word) says which words of `query` were respelled.
         """
-        whole = whole_query(query)
-        parts = query_parts(query)
+        whole = whole_query(query, fixes)
+        parts = query_parts(query, fixes)
         split = parts if len(parts) > 1 else []
         forms = whole + [f for part in split for f in part]
         got: list[np.ndarray] = []
@@ -435,9 +453,33 @@ class PatientIndex:
         Only patients whose records answer the query are returned, so the list may be short
         or empty; it is never padded with records that merely sound alike.
         """
+        return self.find(query, top_k, filters).hits
+
+    def find(self, query: str, top_k: int = 5, filters: dict | None = None) -> Found:
+        """`search`, with the query as searched when misspelled words were respelled.
+
+        Raises:
+            SearchError: a bad parameter, or a query of stop-words only once respelled.
+            SearchUnavailable: the index itself failed.
+        """
         text = _check_query(query, top_k)
         wanted = _check_filters(filters, self._scale)
-        parts = self.matches(text)
+        spelled = self.speller.respell(text)
+        if spelled.changed and not has_searchable_words(spelled.text):
+            raise SearchError(
+                f"query {text[:40]!r} has nothing to search for: it reads as "
+                f"{spelled.text[:40]!r}, stop-words only; it needs a word that is not a "
+                "stop-word (e.g. a condition, symptom, drug or name)"
+            )
+        hits = self._ranked(spelled.text, top_k, wanted, spelled.fixes)
+        if not spelled.changed:
+            return Found(hits)
+        return Found(hits, spelled.text, spelled.fixes)
+
+    def _ranked(
+        self, text: str, top_k: int, wanted: Mapping[str, Any], fixes: dict[str, str]
+    ) -> list[Hit]:
+        parts = self.matches(text, fixes)
         corpus = self._corpus
         total = np.zeros(len(self._records), dtype=np.float32)
         for found in parts:
@@ -445,6 +487,11 @@ class PatientIndex:
         names = [w for w in dict.fromkeys(_NAME_WORD.findall(text.lower())) if w in corpus.names]
         for word in names:
             total[corpus.names[word]] += NAME_WEIGHT
+        typed = {fixed: typo for typo, fixed in fixes.items()}
+        labels = {
+            w: f'{w} (name, spelling of "{typed[w]}")' if w in typed else f"{w} (name)"
+            for w in names
+        }
         candidates = np.flatnonzero(total)
         candidates = candidates[self._eligible(candidates, wanted)]
         if len(candidates) > top_k:
@@ -452,11 +499,11 @@ class PatientIndex:
             candidates = candidates[total[candidates] >= cutoff]
         order = np.lexsort((candidates, -total[candidates]))[:top_k]
         return [
-            self._hit(int(candidates[j]), float(total[candidates[j]]), parts, names) for j in order
+            self._hit(int(candidates[j]), float(total[candidates[j]]), parts, labels) for j in order
         ]
 
     def _hit(
-        self, position: int, score: float, parts: list[dict[int, Match]], names: list[str]
+        self, position: int, score: float, parts: list[dict[int, Match]], names: dict[str, str]
     ) -> Hit:
         """The hit with `matched` saying, strongest first, which record phrase answered the
         query, in which field, and how: exact, synonym, narrower, or similar with its cosine."""
@@ -471,7 +518,8 @@ class PatientIndex:
                     label = f"{text} ({FIELDS[field]}, {m.how})"
                     shown[label] = max(shown.get(label, 0.0), m.strength * FIELD_WEIGHTS[field])
         matched = sorted(shown, key=lambda s: -shown[s])
-        matched += [f"{w} (name)" for w in names if w in _NAME_WORD.findall(patient.name.lower())]
+        own = _NAME_WORD.findall(patient.name.lower())
+        matched += [label for w, label in names.items() if w in own]
         return Hit(
             patient_id=patient.patient_id,
             name=patient.name,
@@ -480,6 +528,15 @@ class PatientIndex:
             score=round(score, 4),
             matched=matched,
         )
+
+
+def _speller(table: PhraseTable, name_words: Sequence[str]) -> Speller:
+    """What a query may be respelled to: the words of the records' phrases (weighted by how
+    many phrases use them), the patients' names, the vocabulary and the stop-words."""
+    targets = Counter(w for text in table.texts for w in set(LETTERS.findall(text.lower())))
+    targets.update(name_words)
+    targets.update(vocabulary_words())
+    return Speller(targets, load_dictionary(), STOPWORDS)
 
 
 class _Corpus:
@@ -671,11 +728,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         patients = recordcache.load(args.data).patients
         index = PatientIndex.open(patients, args.data, chroma_url=args.chroma_url)
-        hits = index.search(args.query, args.top_k) if args.query else []
+        found = index.find(args.query, args.top_k) if args.query else Found([])
     except (RecordError, SearchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    for hit in hits:
+    if found.corrected is not None:
+        print(f"Showing results for {found.corrected!r} (typed: {args.query!r})")
+    for hit in found.hits:
         print(f"{hit.score:7.3f}  #{hit.patient_id:<6} {hit.name:<24} {'; '.join(hit.matched)}")
     return 0
 

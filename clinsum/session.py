@@ -173,11 +173,15 @@ async def run_batch(screen: Screen, client: Client, args: argparse.Namespace) ->
     try:
         ids = args.patients
         if args.query is not None:
-            hits = await client.search(args.query, args.top_k)
+            found = await client.find(args.query, args.top_k)
+            hits, corrected = found["results"], found.get("corrected")
             report["search"] = hits
+            if corrected is not None:
+                report["corrected"] = corrected
             if hits:
-                screen.search_results(args.query, hits)
+                screen.search_results(args.query, hits, corrected)
             else:
+                screen.corrected(args.query, corrected)
                 screen.warn(f"No patients match {args.query!r}.")
             if ids is None:
                 ids = [hit["patient_id"] for hit in hits]

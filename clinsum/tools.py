@@ -384,15 +384,17 @@ class Tool:
 
 async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
     try:
-        hits = await app.in_thread(
-            call, app.index.search, params["query"], params["top_k"], params.get("filters")
+        found = await app.in_thread(
+            call, app.index.find, params["query"], params["top_k"], params.get("filters")
         )
     except SearchUnavailable as exc:
         raise RPCError(SEARCH_UNAVAILABLE, f"Search unavailable: {exc}") from None
     except SearchError as exc:  # a combination the per-parameter checks cannot see
         raise RPCError(INVALID_PARAMS, f"Invalid params: {exc}") from None
-    out: dict[str, Any] = {"query": params["query"], "results": [h.to_dict() for h in hits]}
-    if not hits:
+    out: dict[str, Any] = {"query": params["query"], "results": [h.to_dict() for h in found.hits]}
+    if found.corrected is not None:
+        out["corrected"] = found.corrected  # "Showing results for ..."
+    if not found.hits:
         out["note"] = NO_HITS
     return out
 
@@ -716,7 +718,10 @@ TOOLS: dict[str, Tool] = {
             "Find patients by disease, symptom, medication or name. Returns only patients whose "
             "record answers the query (the same words, a synonym, something narrower, or a "
             "phrase close in meaning); each hit's `matched` names the record phrase and how it "
-            "matched. No hits come with a `note` saying why.",
+            "matched. A misspelled word no dictionary knows is read as the closest word of the "
+            "records (`corrected` is then the query as searched, and `matched` says 'spelling "
+            "of'); a correctly spelled word is never changed. No hits come with a `note` "
+            "saying why.",
             (
                 Param(
                     "query",
@@ -741,6 +746,7 @@ TOOLS: dict[str, Tool] = {
                 "type": "object",
                 "properties": {
                     "query": {"type": "string"},
+                    "corrected": {"type": "string"},
                     "results": {"type": "array", "items": _HIT},
                     "note": {"type": "string"},
                 },

@@ -403,6 +403,7 @@ LOOSE: frozenset[str] = frozenset(
         "reflux",
     }
 )
+_DIURETICS = ("furosemide", "hydrochlorothiazide", "spironolactone", "torsemide", "chlorthalidone")
 # What a query phrase stands for, in the words records use: abbreviations, lay and British
 # terms. Search tries these as well as the query itself; only whole queries (or the parts of a
 # query split at "and", "with", ",") are looked up.
@@ -453,6 +454,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "borderline diabetes": ("prediabetes",),
     "sore throat": ("pharyngitis", "sore throat"),
     "collarbone": ("clavicle",),
+    # Lay words (issue 25): "sugar" is what many patients call diabetes; "water pills" are
+    # the diuretics.
+    "sugar problems": ("diabetes",),
+    "sugar problem": ("diabetes",),
+    "sugar diabetes": ("diabetes",),
+    "water pills": _DIURETICS,
+    "water pill": _DIURETICS,
+    "water tablets": _DIURETICS,
 }
 # British spellings, rewritten word by word to the American ones most records use.
 _SPELLING = (

@@ -12,15 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import REPO, ServerProcess, free_port
+from bench.harness import REPO, ServerProcess, free_port, read_until
 
 DATA = REPO / "patient_data.csv"
+# Tokens a closed or cancelled answer may still sample in the embedded model process: those
+# already in the pipe, plus the one in flight when the cancel frame arrives.
+CANCEL_SLACK = 8
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-__all__ = ["DATA", "REPO", "ServerProcess", "free_port", "server_args"]
+__all__ = ["DATA", "REPO", "ServerProcess", "free_port", "read_until", "server_args"]
 
 
 def server_args(

@@ -346,6 +346,6 @@ class StdioPeer(_Routing):
             return await asyncio.wait_for(self.proc.wait(), 10)
         except TimeoutError:
             self.proc.kill()
-            return await self.proc.wait()
+            return await asyncio.wait_for(self.proc.wait(), 10)
         finally:
             self._reader.cancel()

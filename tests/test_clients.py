@@ -25,7 +25,7 @@ import pexpect
 import pytest
 
 from clinsum.client import Client, ConnectionLost, RPCError
-from tests.conftest import REPO, ServerProcess, free_port
+from tests.conftest import REPO, ServerProcess, free_port, read_until
 from tests.fake_ollama import fetch_stats
 
 pytestmark = pytest.mark.slow
@@ -70,11 +70,12 @@ def fake_ollama() -> Iterator[str]:
         text=True,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening" in line, line
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
+    try:
+        read_until(proc.stdout, "listening", timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def slow_server(data_dir: Path, summaries: Path, ollama_url: str) -> ServerProcess:
@@ -542,6 +543,20 @@ def test_batch_saves_several_patients(server: ServerProcess) -> None:
         assert entry["status"] == "saved"
         assert saved[str(entry["patient_id"])]["summary"] == entry["summary"]
     assert "Saved 2 of 2 summaries" in done.stderr
+
+
+def test_batch_shows_the_query_it_searched_for_a_misspelled_one(server: ServerProcess) -> None:
+    """The server respelled "astma": the CLI says what it searched (issue 25)."""
+    done = run(
+        "mcp_client.py",
+        *("--url", server.url, "--query", "astma", "--patients", "12"),
+        *("--yes", "--force", "--json", *MAX_TOKENS),
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["corrected"] == "asthma" and report["search"]
+    assert squash("Showing results for asthma (you typed 'astma')") in squash(done.stderr)
+    assert squash("matching 'asthma':") in squash(done.stderr)
 
 
 def test_batch_unknown_patient_fails(server: ServerProcess) -> None:

@@ -36,6 +36,7 @@ def test_same_seed_same_bytes_and_cli_matches_library(tmp_path: Path) -> None:
         cwd=REPO,
         check=True,
         capture_output=True,
+        timeout=120,
     )
     datagen.write_csv(datagen.generate(100, 43), other)
     assert first.read_bytes() == second.read_bytes()
@@ -155,6 +156,7 @@ def test_bad_n() -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
+        timeout=120,
     )
     assert result.returncode == 2 and "--n must be at least 1" in result.stderr
 

@@ -263,6 +263,19 @@ async def test_search_text_parsed_as_the_originals_client_does(client: OriginalC
         assert "diabetes" in p.conditions()
 
 
+async def test_the_originals_user_scenario_finds_blood_preassure(client: OriginalClient) -> None:
+    """The original's test_user_scenario.py searches its own file for "blood preassure", as
+    its user typed it, and goes on with the patients found (issue 25)."""
+    typed = await client.tool("search_patients_by_disease", {"disease_keyword": "blood preassure"})
+    right = await client.tool("search_patients_by_disease", {"disease_keyword": "blood pressure"})
+
+    def found(text: str) -> list[int]:
+        return [int(line.split("|")[0].split(":")[1]) for line in text.split("\n")[2:] if line]
+
+    assert typed.startswith("Found ") and "matching 'blood preassure':" in typed
+    assert found(typed) and found(typed) == found(right)
+
+
 async def test_get_patient_summary_for_every_patient(client: OriginalClient) -> None:
     saved = await client.tool("get_patient_summary", {"patient_id": "11"})
     assert saved.startswith("Patient ID: 11\nName: Jerry Rivera\n\nSummary:\nJerry Rivera, age 59")

@@ -20,6 +20,7 @@ from clinsum.legacy import data
 from clinsum.prompt import build_messages, prefill
 from clinsum.records import RecordError, load_patients
 from clinsum.render import Screen
+from clinsum.scores import format_risk
 from clinsum.search import SearchError, _check_filters
 from clinsum.store import SummaryStore
 from clinsum.tools import TOOLS, check_params
@@ -119,6 +120,58 @@ def test_one_score_above_1_puts_the_whole_file_on_0_to_10(tmp_path: Path) -> Non
     assert loaded.scale == 10.0
     # Never mixed: the other scores are 0-10 scores too, shown as such.
     assert loaded.patients[1].risk_score == 0.5 and "0.5/10" in prefill(loaded.patients[1])
+
+
+def _scored_file(path: Path, above_1: str | None) -> Path:
+    """Two one-row-per-patient patients whose every score is at most 1 (patient 2's are 1.0
+    exactly), but the one named by `above_1`: patient 1's `base_score` or `risk_score`, or
+    `visit.base_score` / `visit.risk_score` of its only visit, which is then 6."""
+    rows = []
+    for pid, low in ((1, 0.5), (2, 1.0)):
+        visit = {
+            "date": "2024-01-02", "symptoms": "", "bp": "120/80", "sugar": 90, "history": "",
+            "medications": "", "base_score": low, "risk_score": low, "outcome": "Stable",
+            "notes": "Reviewed.",
+        }  # fmt: skip
+        row = {
+            "patient_id": pid, "name": f"Pat {pid}", "age": 40, "gender": "Female",
+            "current_symptoms": "", "current_bp": "120/80", "current_sugar": 90,
+            "base_score": low, "risk_score": low, "medical_history": "",
+            "current_medications": "",
+        }  # fmt: skip
+        if pid == 1 and above_1 is not None:
+            where, _, key = above_1.rpartition(".")
+            (visit if where == "visit" else row)[key] = 6
+        rows.append({**row, "visit_history": json.dumps([visit])})
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize(
+    "above_1", ["base_score", "risk_score", "visit.base_score", "visit.risk_score"]
+)
+def test_the_scale_is_0_to_10_when_any_one_score_is_above_1(tmp_path: Path, above_1) -> None:
+    """Any one score above 1, a patient's or a visit's, base or risk, puts the whole file on
+    0-10 (a 1.0 then reads "1/10"); scores of exactly 1 and below keep it on 0-1 ("100%").
+    Mutations caught: visits' scores left out of the detection (the file read on 0-1, so
+    refused); the threshold taken as 1 or above (`>= 1`)."""
+    path = _scored_file(tmp_path / "scored.csv", above_1)
+    try:
+        loaded = data.load(path)
+    except RecordError as exc:
+        pytest.fail(f"a score above 1 at {above_1} was not seen: read on 0-1, refused: {exc}")
+    assert loaded.scale == 10.0
+    assert [p.score_scale for p in loaded.patients.values()] == [10.0, 10.0]
+    assert format_risk(loaded.patients[2]) == "1/10"
+    assert "Risk score 1/10." in prefill(loaded.patients[2])
+
+    at_most_1 = data.load(_scored_file(tmp_path / "unit.csv", None))
+    assert at_most_1.scale == 1.0
+    assert [p.score_scale for p in at_most_1.patients.values()] == [1.0, 1.0]
+    assert format_risk(at_most_1.patients[2]) == "100%"
 
 
 def _csv_line(cells: list[str]) -> str:

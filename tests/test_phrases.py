@@ -65,6 +65,20 @@ def test_vocabulary_synonyms_keep_their_level() -> None:
     assert match(texts, "diabetes", {"Hyperglycemia": 0.59}) == {}  # a finding, not diabetes
 
 
+@pytest.mark.parametrize("query", ["diabetic foot", "diabetic foot ulcer"])
+def test_a_query_with_words_beyond_a_condition_is_not_that_condition(query) -> None:
+    """A query naming diabetes and a word or two more ("diabetic foot") is not covered by
+    the vocabulary: a bare diabetes entry is no answer, and the phrases close in meaning are
+    (0.80 is an ulcer phrase's cosine, 0.55 a diabetes entry's). Mutation caught: a query
+    reading counted as covered by the vocabulary with words left over (`covered` without
+    `own <= used`, or with one word left over allowed)."""
+    texts = ["Type 2 diabetes mellitus", "Neuropathic foot ulcer", "Hypertension"]
+    cos = {"Neuropathic foot ulcer": 0.80, "Type 2 diabetes mellitus": 0.55}
+    assert match(texts, query, cos) == {"Neuropathic foot ulcer": f'similar to "{query}" 0.80'}
+    # The condition alone is covered: answered from the vocabulary, nothing guessed.
+    assert match(texts, "diabetic", cos) == {"Type 2 diabetes mellitus": 'synonym of "diabetic"'}
+
+
 def test_british_spelling_and_filler_words_are_exact() -> None:
     texts = ["Anemia", "History of appendectomy"]
     assert match(texts, "anaemia", {}) == {"Anemia": "exact"}
@@ -99,3 +113,25 @@ def test_searchable_words() -> None:
     assert not phrases.has_searchable_words("?! -- ...")
     assert not phrases.has_searchable_words("x")
     assert phrases.has_searchable_words("éé") and phrases.has_searchable_words("HTN")
+
+
+def test_a_respelled_query_says_what_was_typed() -> None:
+    """`matched` says 'spelling of "..."' with the words the user typed, alone for an
+    exact match, after the how otherwise; readings of a query nobody respelled say nothing."""
+    texts = ["Hypertension", "Chronic kidney disease"]
+    table = PhraseTable(texts, len(texts))
+
+    def how(query: str, fixes: dict[str, str]) -> dict[str, str]:
+        forms = whole_query(query, fixes)
+        cosines = [np.zeros(len(texts), dtype=np.float32) for _ in forms]
+        return {texts[i]: m.how for i, m in table.match(forms, lambda: cosines).items()}
+
+    assert how("hypertension", {"hypertention": "hypertension"}) == {
+        "Hypertension": 'spelling of "hypertention"'
+    }
+    assert how("kidney disease", {"diesase": "disease"}) == {
+        "Chronic kidney disease": 'synonym of "kidney disease", spelling of "kidney diesase"'
+    }
+    assert how("hypertension", {}) == {"Hypertension": "exact"}
+    parts = phrases.query_parts("diabetes and hypertension", {"hypertention": "hypertension"})
+    assert [p[0].typed for p in parts] == [None, "hypertention"]

@@ -833,8 +833,9 @@ async def run_store_kills(tmp_path: Path, report: Report, kills: int) -> None:
                     await asyncio.sleep(0.005)
             await asyncio.sleep(rng.uniform(0.0, 0.05))
             slot.proc.kill()
-            await slot.proc.wait()
-            await reader
+            async with asyncio.timeout(30):  # a killed child's pipe ends: a hang guard only
+                await slot.proc.wait()
+                await reader
             done += 1
             mid_save += slot.last.startswith("try")
             snapshot = dict(acked)

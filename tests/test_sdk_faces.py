@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,18 @@ from mcp.shared.memory import create_connected_server_and_client_session
 
 from clinsum import mcp as dialect
 from clinsum.backends.ollama import OllamaBackend
-from clinsum.config import Config, StartupError
+from clinsum.config import Config, StartupError, parse_args
 from clinsum.faces import http as http_face
 from clinsum.faces.sdk import build_server
 from clinsum.store import SummaryStore
 from clinsum.tools import App
 
-from .conftest import REPO, ServerProcess, server_args
+from .conftest import REPO, ServerProcess, read_until, server_args
 from .robust_helpers import OllamaThread, patients_and_index, settle
 
 SHORT = 6  # tokens per summary where the length does not matter
+# The longest the SDK's client waits for any one answer from a server child: a hang guard.
+CHILD_READ = timedelta(seconds=120)
 BAD_ID_TEXT = "Invalid params: 'patient_id' must be at least 1, got 0"  # the WebSocket's words
 TOKEN = "s3cret-token"
 JSON_POST = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
@@ -264,6 +267,27 @@ async def test_http_token_and_origin_and_host(app: App) -> None:
         assert ok.status_code == 200
 
 
+async def test_http_a_lan_bind_with_a_token_serves_its_lan_names() -> None:
+    """`--host 0.0.0.0 --auth-token T`, a server for the LAN: its clients name it by the
+    machine's LAN name or address in `Host`, and with the token they are served; a foreign
+    Origin is still refused. On a loopback bind the same Host is DNS rebinding: 403. The
+    policy comes from the command line through `Config.policy()`, as the server builds it.
+    Mutation caught: `check_host=True` on every bind (LAN clients refused with 403)."""
+    loading: asyncio.Future[App] = asyncio.get_running_loop().create_future()  # not needed
+    auth = {**JSON_POST, "Authorization": f"Bearer {TOKEN}"}
+    lan = parse_args(["--host", "0.0.0.0", "--auth-token", TOKEN])
+    async with asgi_client(loading, lan) as client:
+        for host in ("clinsum.lan:8766", "192.168.1.20:8766"):
+            served = await client.post("/mcp", json=INIT, headers={**auth, "Host": host})
+            assert served.status_code == 200, (host, served.status_code, served.text)
+        evil = {**auth, "Host": "clinsum.lan:8766", "Origin": "https://evil.example"}
+        assert (await client.post("/mcp", json=INIT, headers=evil)).status_code == 403
+    loopback = parse_args(["--auth-token", TOKEN])
+    async with asgi_client(loading, loopback) as client:
+        rebound = {**auth, "Host": "clinsum.lan:8766"}
+        assert (await client.post("/mcp", json=INIT, headers=rebound)).status_code == 403
+
+
 async def test_http_healthz_then_metrics(app: App) -> None:
     loading: asyncio.Future[App] = asyncio.get_running_loop().create_future()
     async with asgi_client(loading) as client:
@@ -385,6 +409,29 @@ async def test_http_dropped_stream_or_delete_stops_generation(
     ollama.reset(tps=200)
 
 
+async def test_http_max_connections_caps_open_mcp_sessions() -> None:
+    """`--max-connections 2`: over HTTP, at most 2 MCP sessions are open at once; a third
+    `initialize` gets 503 until one ends (DELETE). One client on one connection opens them
+    all, so the session count answers, not uvicorn's connection limit. The face is started
+    from the parsed command line, as `server.main` starts it. Mutation caught: the HTTP face
+    not passing `max_sessions` (the SDK's default is 10,000)."""
+    config = parse_args(["--http-port", "0", "--max-connections", "2"])
+    loading: asyncio.Future[App] = asyncio.get_running_loop().create_future()  # not needed
+    one_connection = httpx.Limits(max_connections=1)
+    async with (
+        http_face.running(config, loading, config.policy(), None) as face,
+        httpx.AsyncClient(base_url=face.url, limits=one_connection, timeout=30) as client,
+    ):
+        first = await _open_session(client)
+        await _open_session(client)
+        refused = await client.post("/mcp", json=INIT, headers=JSON_POST)
+        assert refused.status_code == 503, (refused.status_code, refused.text)
+        assert face.sessions() == 2 and face.connections() == 1
+        assert (await client.delete("/mcp", headers=first)).status_code == 200
+        assert await settle(lambda: face.sessions() == 1)
+        await _open_session(client)  # room again
+
+
 # --- one subprocess per transport ---------------------------------------------------------
 
 
@@ -406,6 +453,64 @@ def test_claim_stdout_keeps_c_level_writes_off_the_protocol() -> None:
     assert done.stderr == b"C library noise\na stray print\n"
 
 
+# `mcp_server.py` as hosts run it, but its records loader first writes to fd 1 through C's
+# stdio, as llama.cpp or a Chroma extension may while the server loads.
+NOISY_LOADING = """
+import ctypes, runpy, sys
+import clinsum.recordcache as records
+libc = ctypes.CDLL(None)
+load = records.load
+def noisy_load(path):
+    libc.puts(b"C library noise while loading")
+    libc.fflush(None)
+    return load(path)
+records.load = noisy_load
+sys.argv[0] = "mcp_server.py"
+runpy.run_path("mcp_server.py", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_stdio_server_keeps_c_writes_during_loading_off_the_protocol(
+    data_dir: Path, tmp_path: Path, ollama: OllamaThread
+) -> None:
+    """The real `--stdio` server, with a C-level write to fd 1 while it loads: stdout carries
+    JSON-RPC only, up to the answer of a tool call that waited for loading, and the write
+    lands on stderr. Mutation caught: `server.main` not calling `claim_stdout()` under
+    `--stdio` (the write then corrupts the protocol)."""
+    args = server_args(data_dir, tmp_path / "s.csv", "--stdio", "--ollama-host", ollama.url)
+    args[args.index("--backend") + 1] = "ollama"
+    errlog = tmp_path / "stderr.log"
+    with errlog.open("wb") as err:
+        server = subprocess.Popen(
+            [sys.executable, "-c", NOISY_LOADING, *args],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    assert server.stdin is not None and server.stdout is not None
+    fetch = {"name": "fetch", "arguments": {"patient_id": 1}}
+    try:
+        for message in (
+            INIT,
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": fetch},
+        ):
+            server.stdin.write(json.dumps(message).encode() + b"\n")
+        server.stdin.flush()
+        lines = read_until(server.stdout, b'"id":2', timeout=120)
+        server.stdin.close()
+        assert server.wait(30) == 0  # stdin closed: the host is done; a hang guard only
+    finally:
+        server.kill()
+    assert [line for line in lines if not line.startswith(b'{"')] == []  # JSON-RPC only
+    assert b"C library noise while loading" in errlog.read_bytes()  # the write did happen
+    replies = [json.loads(line) for line in lines]
+    assert [r.get("id") for r in replies] == [1, 2]
+    assert replies[1]["result"]["structuredContent"]["patient"]["patient_id"] == 1
+
+
 @pytest.mark.slow
 async def test_stdio_subprocess_with_the_sdk_client(
     data_dir: Path, tmp_path: Path, ollama: OllamaThread
@@ -425,7 +530,9 @@ async def test_stdio_subprocess_with_the_sdk_client(
     with errlog.open("w") as err:
         async with (
             stdio_client(params, errlog=err) as (read, write),
-            ClientSession(read, write, message_handler=on_message) as session,
+            ClientSession(
+                read, write, read_timeout_seconds=CHILD_READ, message_handler=on_message
+            ) as session,
         ):
             await asyncio.wait_for(session.initialize(), 15)
             # Answered at once: loading goes on in the background.
@@ -446,8 +553,7 @@ def test_stdio_sigterm_while_loading_and_files_refused(data_dir: Path, tmp_path:
     )
     assert server.stderr is not None
     try:
-        while b"waiting for the host's initialize" not in server.stderr.readline():
-            assert server.poll() is None
+        read_until(server.stderr, b"waiting for the host's initialize", timeout=120)
         server.send_signal(signal.SIGTERM)
         assert server.wait(30) == 0  # stdin still open; 30 s is a hang guard, not a figure
         out, err = server.communicate(timeout=10)
@@ -482,7 +588,7 @@ async def test_all_faces_subprocess_sigterm_exits_zero(
     server.wait_ready()
     async with (
         streamable_http_client(url.group(1) + "/mcp") as (read, write, _),
-        ClientSession(read, write) as session,
+        ClientSession(read, write, read_timeout_seconds=CHILD_READ) as session,
     ):
         await session.initialize()
         started = asyncio.Event()

@@ -13,6 +13,7 @@ import contextlib
 import csv
 import hashlib
 import json
+import random
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.search_quality import FILES, clinical_words, misspelled_queries, truth
 from clinsum import datagen
 from clinsum.embeddings import Embedder, load_embedder
 from clinsum.records import COLUMNS, Patient, load_patients
@@ -249,6 +251,30 @@ def test_a_specific_query_is_never_answered_with_the_broader_condition(synthea) 
     assert set(ids(index.search("pre-eclampsia", top_k=50))) == preeclampsia
 
 
+# Diabetics without prediabetes beside prediabetics: in the Synthea file the one diabetic
+# also has prediabetes, so a query answered with diabetics would still look right there.
+PREDIABETES_ROWS = [
+    (1, "Ada Moss", "Prediabetes", "", "Reviewed."),
+    (2, "Bo Lind", "Type 2 diabetes mellitus", "", "Reviewed."),
+    (3, "Cy Ford", "Diabetes", "thirst", "Reviewed."),
+    (4, "Di Hale", "Prediabetes, Hypertension", "", "Reviewed."),
+    (5, "Ed Voss", "Hypertension", "", "Reviewed."),
+]
+
+
+def test_borderline_diabetes_finds_prediabetics_and_no_diabetic(tmp_path, embedder) -> None:
+    """The query "borderline diabetes" (and its other spellings) answers with Prediabetes
+    only, never with the broader Diabetes. Mutation caught: the alias "borderline diabetes"
+    standing for ("prediabetes", "diabetes")."""
+    index = index_of_rows(tmp_path / "pre.csv", PREDIABETES_ROWS, embedder)
+    for query in ("borderline diabetes", "prediabetes", "pre-diabetic"):
+        hits = index.search(query, top_k=50)
+        assert set(ids(hits)) == {1, 4}, (query, [(h.patient_id, h.matched) for h in hits])
+        assert all(m.startswith("Prediabetes (") for h in hits for m in h.matched), query
+    # The broad query still has its own answer, and the specific one is not in it.
+    assert set(ids(index.search("diabetes", top_k=50))) == {2, 3}
+
+
 def test_a_single_word_does_not_match_inside_other_phrases(synthea) -> None:
     index, _ = synthea
     assert index.search("low", top_k=10) == []
@@ -265,13 +291,12 @@ NEGATION_ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def negation(tmp_path_factory, embedder) -> PatientIndex:
-    path = tmp_path_factory.mktemp("negation") / "neg.csv"
+def index_of_rows(path: Path, rows, embedder) -> PatientIndex:
+    """An index over a file of one-visit patients: (id, name, history, symptoms, note) rows."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(list(COLUMNS))
-        for pid, name, history, symptoms, note in NEGATION_ROWS:
+        for pid, name, history, symptoms, note in rows:
             visit = {
                 "date": "2024-01-02", "symptoms": symptoms, "bp": "120/80", "sugar": 90,
                 "history": history, "medications": "", "base_score": 0.1, "risk_score": 0.1,
@@ -280,6 +305,12 @@ def negation(tmp_path_factory, embedder) -> PatientIndex:
             w.writerow([pid, name, 40, "Female", symptoms, "120/80", 90, 0.1, 0.1, history, "",
                         json.dumps([visit])])  # fmt: skip
     return PatientIndex.open(load_patients(path), path, embedder=embedder, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def negation(tmp_path_factory, embedder) -> PatientIndex:
+    path = tmp_path_factory.mktemp("negation") / "neg.csv"
+    return index_of_rows(path, NEGATION_ROWS, embedder)
 
 
 def test_negated_and_empty_entries_are_not_evidence(negation) -> None:
@@ -658,3 +689,135 @@ def test_matched_shows_the_records_own_words_not_masked_numbers(main) -> None:
     assert notes, "no note clause with a number matched: the test needs another query"
     every_note = " ".join(v.notes for p in patients.values() for v in p.visit_history)
     assert all(m.split(" (visit notes,")[0] in every_note for m in notes)
+
+
+# ----- spelling (issue 25) ------------------------------------------------------------------
+
+MISSPELLED = misspelled_queries()
+# "pian" is a word (yaws, in the medical word list), so "chest pian" is searched as typed and
+# finds nobody: a correctly spelled word is never respelled.
+KNOWN_MISSES = {"chest pian"}
+
+
+def test_the_misspelled_queries_are_many_and_their_truth_is_current() -> None:
+    assert len(MISSPELLED) >= 60
+    assert {q["file"] for q in MISSPELLED} == {"ours", "synthea"}
+    assert {q["kind"] for q in MISSPELLED} == {"misspelled", "transposed", "lay"}
+    for q in MISSPELLED:
+        assert q["expected"] == truth(FILES[q["file"]], q["field"], q["terms"]), q["query"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [q for q in MISSPELLED if q["query"] not in KNOWN_MISSES],
+    ids=[f"{q['file']}:{q['query']}" for q in MISSPELLED if q["query"] not in KNOWN_MISSES],
+)
+def test_misspelled_and_lay_queries_find_the_right_patients(main, synthea, case) -> None:
+    """Precision 1.0 at k = min(5, true) for each query. Mutations caught: no respelling
+    (most are empty), Levenshtein instead of Damerau (the transposed ones)."""
+    index = main[0] if case["file"] == "ours" else synthea[0]
+    assert_precise(index, case["query"], set(case["expected"]))
+
+
+def test_matched_and_the_answer_say_how_the_query_was_read(main) -> None:
+    index = main[0]
+    found = index.find("hypertention", top_k=3)
+    assert found.corrected == "hypertension"
+    assert found.fixes == {"hypertention": "hypertension"}
+    assert [h.matched[0] for h in found.hits] == [
+        'Hypertension (history, spelling of "hypertention")'
+    ] * 3
+    assert index.find("hypertension", top_k=3).corrected is None
+    assert ids(found.hits) == ids(index.search("hypertension", top_k=3))
+
+
+SPELLED_RIGHT_ROWS = [
+    (1, "Hal Mercer", "Hypertension"),
+    (2, "Ida Novak", "Prostate cancer"),
+    (3, "Jon Ortiz", "Hyperthyroidism"),
+    (4, "Kim Perez", "Fracture of ilium"),
+]
+
+
+@pytest.fixture(scope="module")
+def spelled_right(tmp_path_factory, embedder) -> PatientIndex:
+    """Records holding one word of each pair, so the other is a short edit from a record."""
+    path = tmp_path_factory.mktemp("spelled") / "pairs.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(list(COLUMNS))
+        for pid, name, history in SPELLED_RIGHT_ROWS:
+            w.writerow([pid, name, 50, "Male", "", "120/80", 90, 0.1, 0.1, history, "", "[]"])
+    return PatientIndex.open(load_patients(path), path, embedder=embedder, show_progress=False)
+
+
+@pytest.mark.parametrize(
+    ("query", "neighbour"),
+    [
+        ("hypotension", "hypertension"),
+        ("prostrate", "prostate"),
+        ("hypothyroidism", "hyperthyroidism"),
+        ("ileum", "ilium"),
+    ],
+)
+def test_a_correctly_spelled_word_is_never_respelled(spelled_right, query, neighbour) -> None:
+    """ "hypotension" stays hypotension though a record says hypertension: nobody is found."""
+    found = spelled_right.find(query, top_k=10)
+    assert found.corrected is None and found.hits == []
+    assert spelled_right.find(neighbour, top_k=10).hits  # the neighbour itself is found
+    typo = neighbour[:3] + neighbour[4] + neighbour[3] + neighbour[5:]
+    assert spelled_right.find(typo, top_k=10).corrected == neighbour
+
+
+def test_chest_pian_is_searched_as_typed(main) -> None:
+    found = main[0].find("chest pian", top_k=5)
+    assert found.corrected is None and found.hits == []
+
+
+def test_random_letters_find_nobody(main) -> None:
+    rng = random.Random(25)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for alphabet in (letters, letters + "    "):
+        query = "".join(rng.choice(alphabet) for _ in range(500))
+        assert main[0].find(query, top_k=50).hits == []
+
+
+async def test_the_tool_carries_the_corrected_query_and_refuses_a_misspelled_stop_word(
+    main, tmp_path
+) -> None:
+    index, patients, _ = main
+    rpc = Rpc(App(patients, index, ScriptedBackend([]), SummaryStore(tmp_path / "s.csv")))
+    found = await rpc.result("search", {"query": "astma", "top_k": 50})
+    assert found["corrected"] == "asthma"
+    assert {h["patient_id"] for h in found["results"]} == MAIN_HOLDERS["asthma"]
+    assert "corrected" not in await rpc.result("search", {"query": "asthma"})
+    nobody = await rpc.result("search", {"query": "hypotension"})
+    assert nobody["results"] == [] and "corrected" not in nobody and nobody["note"]
+    for query in ("patinets", "patinets wihtout hsitory"):
+        refused = await rpc.call("search", {"query": query})
+        assert refused["error"]["code"] == -32602, refused
+        assert "has nothing to search for: it reads as" in refused["error"]["message"]
+
+
+def test_no_clinical_word_of_the_synthea_export_is_respelled(main, synthea) -> None:
+    """Words from a source the speller does not read (the Synthea export's descriptions)."""
+    words = clinical_words()
+    assert len(words) > 300
+    for index in (main[0], synthea[0]):
+        assert [w for w in sorted(words) if index.speller.correct(w)] == []
+
+
+def test_a_misspelled_name_finds_the_patient(main) -> None:
+    index, patients, _ = main
+    surname = next(
+        w
+        for p in patients.values()
+        for w in [p.name.split()[-1].lower()]
+        if len(w) >= 6 and w[2] != w[3]
+    )
+    typo = surname[:2] + surname[3] + surname[2] + surname[4:]
+    found = index.find(typo, top_k=5)
+    assert found.corrected == surname
+    holders = {i for i, p in patients.items() if surname in p.name.lower().split()}
+    assert set(ids(found.hits)) == holders
+    assert found.hits[0].matched[-1] == f'{surname} (name, spelling of "{typo}")'

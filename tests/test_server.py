@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import csv
 import json
+import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 from clinsum.backends.base import DEFAULT_SETTINGS
 from clinsum.backends.embedded import EmbeddedBackend
 
-from .conftest import ServerProcess, server_args
+from .conftest import CANCEL_SLACK, ServerProcess, server_args
 from .fake_ollama import FakeOllama
 from .robust_helpers import Live, inprocess
 from .rpc import Peer, wait_until
@@ -182,9 +182,18 @@ class Model:
     live: Live
     fake: FakeOllama | None = None
     embedded: EmbeddedBackend | None = None
+    held: int = 0  # the embedded backend's token count when `hold` ran
 
-    async def assert_stopped(self) -> None:
-        """The model stopped generating for the request that was cancelled or abandoned."""
+    def hold(self) -> None:
+        """Hold the embedded model process still (SIGSTOP), so that a cancel lands mid-answer
+        however fast the model is; `assert_stopped` lets it go again."""
+        if self.embedded is not None:
+            self.held = self.embedded.tokens_generated
+            os.kill(self.embedded.pids()[0], signal.SIGSTOP)
+
+    async def assert_stopped(self, seen: int) -> None:
+        """The model stopped generating for the request that was cancelled or abandoned,
+        after the `seen` tokens its client received."""
         live = self.live
         await wait_until(lambda: not live.app.summarizing, 10, "the summarize task to end")
         if self.fake is not None:
@@ -192,19 +201,22 @@ class Model:
             await wait_until(lambda: fake.open_streams == 0, 10, "the LLM stream to close")
             assert (fake.streams_closed_by_client, fake.streams_completed) == (1, 0)
             return
-        # The worker checks at every token; give it ten tokens' time, then watch it idle.
-        assert self.embedded is not None
-        await asyncio.sleep(0.2)
-        stopped_at = self.embedded.tokens_generated
-        await asyncio.sleep(0.5)
-        assert self.embedded.tokens_generated == stopped_at, "the worker is still sampling"
+        # The process stops at its next token and says how many it sampled; without the
+        # cancel it would go on to max_tokens (400: no stop strings here).
+        backend = self.embedded
+        assert backend is not None
+        os.kill(backend.pids()[0], signal.SIGCONT)
+        await wait_until(
+            lambda: all(w.job is None for w in backend._workers), 10, "the model to stop"
+        )
+        assert backend.tokens_generated - self.held <= seen + CANCEL_SLACK
 
 
 @contextlib.asynccontextmanager
 async def model_server(kind: str, data_dir: Path, tmp_path: Path) -> AsyncIterator[Model]:
     """An in-process server whose model a test can watch: the embedded one (without stop
-    strings, each token held 20 ms, so that an answer is long and slow enough for a cancel
-    to land in its middle) or a fake Ollama streaming 50 tokens a second."""
+    strings, so that an answer is long; `Model.hold` makes it wait for the cancel) or a fake
+    Ollama streaming 50 tokens a second."""
     if kind == "ollama":
         async with (
             FakeOllama(n_tokens=100_000, tps=50) as fake,
@@ -212,20 +224,9 @@ async def model_server(kind: str, data_dir: Path, tmp_path: Path) -> AsyncIterat
         ):
             yield Model(live, fake=fake)
         return
-    settings = replace(DEFAULT_SETTINGS, stop=())
-    backend = await asyncio.to_thread(EmbeddedBackend, None, None, settings)
-    real = backend._llm.create_completion
-
-    def slowed(prompt: str, **kwargs: Any) -> Iterator[Any]:
-        chunks = real(prompt, **kwargs)
-        try:
-            for chunk in chunks:
-                time.sleep(0.02)
-                yield chunk
-        finally:
-            chunks.close()
-
-    backend._llm.create_completion = slowed  # type: ignore[method-assign]
+    backend = EmbeddedBackend(settings=replace(DEFAULT_SETTINGS, stop=()))
+    backend.start()
+    await wait_until(lambda: backend.health()["state"] == "ready", 60, "the model process")
     async with inprocess(data_dir, tmp_path / "s.csv", "", backend=backend) as live:
         yield Model(live, embedded=backend)
 
@@ -242,9 +243,10 @@ async def test_cancel_stops_the_model_and_sends_no_reply(
         p = await Peer.open(model.live.url)
         rid, fut = p.start("summarize", {"patient_id": 3, "max_tokens": 400})
         await wait_until(lambda: len(p.tokens(rid)) >= 4, 60, "four tokens")
+        model.hold()
         await p.notify("notifications/cancelled", {"requestId": rid, "reason": "user"})
         assert await p.result("ping") == {}
-        await model.assert_stopped()
+        await model.assert_stopped(len(p.tokens(rid)))
         count = len(p.tokens(rid))
         await asyncio.sleep(0.3)
         assert len(p.tokens(rid)) == count
@@ -266,8 +268,10 @@ async def test_disconnect_mid_stream_stops_the_model(
         p = await Peer.open(model.live.url)
         rid, _ = p.start("summarize", {"patient_id": 7, "max_tokens": 400})
         await wait_until(lambda: len(p.tokens(rid)) >= 3, 60, "three tokens")
+        model.hold()
+        seen = len(p.tokens(rid))
         await p.close()
-        await model.assert_stopped()
+        await model.assert_stopped(seen)
 
 
 async def test_ping_answers_while_ten_summaries_stream(
@@ -395,6 +399,7 @@ async def test_tools_call_summarize_sends_progress(peer: Peer) -> None:
 
 async def test_official_mcp_sdk_lists_and_calls_every_tool(shared_server: ServerProcess) -> None:
     import warnings
+    from datetime import timedelta
 
     from mcp import ClientSession
 
@@ -404,7 +409,8 @@ async def test_official_mcp_sdk_lists_and_calls_every_tool(shared_server: Server
 
         async with (
             websocket_client(shared_server.url) as (read, write),
-            ClientSession(read, write) as session,
+            # Each answer from the server child within 120 s: a hang guard, not a figure.
+            ClientSession(read, write, read_timeout_seconds=timedelta(seconds=120)) as session,
         ):
             init = await session.initialize()
             assert init.serverInfo.name == "clinsum"

@@ -183,3 +183,22 @@ async def test_a_text_with_nul_is_refused_and_quotes_and_sql_are_kept(tmp_path: 
     assert "NUL" in refused["error"]["message"]
     history = (await rpc.result("summary_history", {"patient_id": 1}))["versions"]
     assert [v["summary"] for v in history] == [hostile]
+
+
+async def test_max_tokens_goes_up_to_1024_and_no_further(tmp_path: Path) -> None:
+    """`max_tokens` 1024 is served in full (the model is asked for 1024 and streams them);
+    1025 is -32602 naming the parameter and the limit, before anything is generated; and
+    `tools/list` publishes the limit, so hosts know it. Mutation caught: the `max_tokens`
+    maximum raised (MAX_TOKENS_LIMIT 4096), or dropped from its `Param`."""
+    rpc = Rpc(app_with([" word"] * 1100, tmp_path / "s.csv"))
+    most = await rpc.result("summarize", {"patient_id": PATIENT.patient_id, "max_tokens": 1024})
+    assert most["tokens"] == 1024
+    rpc.notes.clear()
+    over = await rpc.call("summarize", {"patient_id": PATIENT.patient_id, "max_tokens": 1025})
+    assert "result" not in over, "max_tokens 1025 was served"
+    assert over["error"]["code"] == -32602, over
+    assert "'max_tokens' must be at most 1024, got 1025" in over["error"]["message"]
+    assert rpc.notes == []  # not even the record-written start was streamed
+    listed = await rpc.result("tools/list", {})
+    summarize = next(t for t in listed["tools"] if t["name"] == "summarize")
+    assert summarize["inputSchema"]["properties"]["max_tokens"]["maximum"] == 1024

@@ -339,6 +339,19 @@ def test_hostile_name_shows_as_text_keyboard_only(server: PageServer, watched: W
     assert watched.errors == []
 
 
+def test_a_respelled_query_shows_what_was_searched(server: PageServer, watched: Watched) -> None:
+    """The server read "hypertention" as hypertension: the page says so (issue 25)."""
+    page = watched.page
+    page.goto(server.url)
+    expect(page.locator("#conn")).to_contain_text("Connected")
+    _search(page, "hypertention")
+    expect(page.locator("#search-status")).to_have_text(
+        re.compile(r"^Showing results for “hypertension” \(you typed “hypertention”\): \d+ pat")
+    )
+    expect(page.locator(".hit-matched").first).to_contain_text('spelling of "hypertention"')
+    assert watched.errors == []
+
+
 def test_token_prompt(
     web_data: Path, ollama: OllamaThread, watched: Watched, tmp_path: Path
 ) -> None:
@@ -373,6 +386,21 @@ def test_token_prompt(
     assert len(watched.errors) <= 1
 
 
+def documented_csp(ws_port: int) -> str:
+    """README's Content-Security-Policy, written out here, not taken from the server's code."""
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self' ws://127.0.0.1:{ws_port} ws://localhost:{ws_port}; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'none'"
+    )
+
+
+def directives(csp: str) -> dict[str, list[str]]:
+    """A CSP as {directive: sources}: a failure then shows which directive differs."""
+    parts = (d.split() for d in csp.split(";") if d.strip())
+    return {name: sources for name, *sources in parts}
+
+
 def _get(url: str) -> tuple[int, dict[str, str], bytes]:
     try:
         with urllib.request.urlopen(url, timeout=10) as r:
@@ -385,7 +413,9 @@ def test_mcp_server_serves_the_page_without_the_token(
     web_data: Path, ollama: OllamaThread, tmp_path: Path
 ) -> None:
     """`mcp_server.py --http-port 0 --auth-token T`: the page, its files and /config.json
-    need no token (the data does, on the WebSocket), under the CSP."""
+    need no token (the data does, on the WebSocket), and every answer carries exactly the
+    CSP README documents: our own scripts and styles, no inline ones, our WebSocket only.
+    Mutation caught: `script-src 'self' 'unsafe-inline'` (or any source added or dropped)."""
     args = server_args(web_data, tmp_path / "s.csv", backend="ollama")
     args += ["--ollama-host", ollama.url, "--http-port", "0", "--auth-token", TOKEN]
     srv = ServerProcess(args, env={"MCP_AUTH_TOKEN": ""})
@@ -395,11 +425,13 @@ def test_mcp_server_serves_the_page_without_the_token(
         status, headers, body = _get(base + "/")
         assert status == 200 and headers["content-type"].startswith("text/html")
         assert b'<script type="module" src="/static/app.js">' in body
-        csp = headers["content-security-policy"]
-        assert "script-src 'self'" in csp and f"ws://127.0.0.1:{srv.port}" in csp
-        status, _, body = _get(base + "/config.json")
+        csp = documented_csp(srv.port)
+        assert directives(headers["content-security-policy"]) == directives(csp)
+        assert headers["content-security-policy"] == csp
+        status, headers, body = _get(base + "/config.json")
         config = json.loads(body)
         assert status == 200 and config["ws_port"] == srv.port and config["auth_required"]
+        assert headers["content-security-policy"] == csp
         for path, kind in (
             ("/favicon.ico", "image/svg+xml"),
             ("/static/app.js", "javascript"),
@@ -407,7 +439,11 @@ def test_mcp_server_serves_the_page_without_the_token(
         ):
             status, headers, _ = _get(base + path)
             assert status == 200 and kind in headers["content-type"], path
-        assert _get(base + "/static/%2e%2e/__init__.py")[0] == 404
-        assert _get(base + "/metrics")[0] == 401  # data and stats still need the token
+            assert headers["content-security-policy"] == csp, path
+        status, headers, _ = _get(base + "/static/%2e%2e/__init__.py")
+        assert status == 404 and headers["content-security-policy"] == csp
+        status, headers, _ = _get(base + "/metrics")
+        assert status == 401  # data and stats still need the token
+        assert headers["content-security-policy"] == csp
     finally:
         srv.stop()

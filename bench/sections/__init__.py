@@ -21,6 +21,7 @@ from . import (
     failover,
     memory,
     metrics,
+    model_process,
     relay,
     save,
     scale,
@@ -58,6 +59,7 @@ SECTIONS: dict[str, Section] = {
             "failover", failover.run, "two replicas behind HAProxy: drafts, kill -9", ("ollama100",)
         ),
         Section("search_quality", search_quality.run, "precision beside pure vector and BM25"),
+        Section("model_workers", model_process.run, "aggregate tok/s, 1 vs 2 model processes"),
         Section("scale", scale.run, "--scale patients", quick=False),
     )
 }

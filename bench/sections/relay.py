@@ -64,10 +64,10 @@ async def direct_stream(backend: Any, patient: Any, max_tokens: int) -> tuple[li
 
 
 class DirectWorker:
-    """`EmbeddedBackend.stream` called in-process, in a process of its own (`bench.workers
-    embedded`), which times the chunks itself. Run at the same moment as the server's
-    model, each model then has a process and a core, as the server's has; in this process
-    the model's thread would hold up the client reading the server's tokens."""
+    """The model called in-process (`runner.Model`, no pipe), in a process of its own
+    (`bench.workers embedded`), which times the chunks itself. Run at the same moment as the
+    server's model process, each model then has a process and a core; in this process the
+    model's thread would hold up the client reading the server's tokens."""
 
     def __init__(self, proc: subprocess.Popen) -> None:
         assert proc.stdin is not None and proc.stdout is not None
@@ -197,7 +197,7 @@ async def relay_pairs(
         "tokens/s",
         summary(s_rate),
         summary(d_rate),
-        "`backend.stream` in-process"
+        "the model in-process, no process boundary"
         + (" (a process of its own), at the same time" if concurrent else ""),
         "ratio",
     )

@@ -6,24 +6,21 @@ lists them in the order `auto` tries them, so a new backend is one file plus one
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import Backend, BackendOptions, LLMError
 from .embedded import EmbeddedBackend
 from .ollama import OllamaBackend
+from .openai_compatible import OpenAIBackend
 
-# A running Ollama serves a bigger model than the embedded one, so `auto` prefers it.
-_BACKENDS = {"ollama": OllamaBackend, "embedded": EmbeddedBackend}
+# A server the user named (--llm-url) comes first; a running Ollama serves a bigger model than
+# the embedded one, so `auto` prefers it next. `auto` tries openai only when --llm-url is set.
+_BACKENDS = {"openai": OpenAIBackend, "ollama": OllamaBackend, "embedded": EmbeddedBackend}
 
 KINDS = ("auto", *_BACKENDS)
 
 
-async def create_backend(
-    kind: str = "auto",
-    *,
-    model: str | None = None,
-    model_path: str | None = None,
-    ollama_host: str | None = None,
-    timeout: float = 60.0,
-) -> tuple[Backend, str]:
+async def create_backend(kind: str = "auto", **options: Any) -> tuple[Backend, str]:
     """The backend to serve with, and a reason for the start-up log.
 
     An explicitly chosen backend is returned even if it is not usable yet (Ollama may come
@@ -31,18 +28,18 @@ async def create_backend(
     `auto` moves on to the next kind instead. A backend that cannot even be built (no model
     file) raises LLMError.
     """
-    options = BackendOptions(
-        model=model, model_path=model_path, ollama_host=ollama_host, timeout=timeout
-    )
+    opened = BackendOptions(**options)
     if kind != "auto":
         if kind not in _BACKENDS:
             raise LLMError(f"unknown backend {kind!r}; choose one of {', '.join(KINDS)}")
-        backend, usable, reason = await _BACKENDS[kind].open(options)
+        backend, usable, reason = await _BACKENDS[kind].open(opened)
         return backend, reason if usable else f"{reason}; its requests fail until that is fixed"
     passed_over: list[str] = []
-    for cls in _BACKENDS.values():
+    for name, cls in _BACKENDS.items():
+        if name == "openai" and not opened.llm_url:
+            continue
         try:
-            backend, usable, reason = await cls.open(options)
+            backend, usable, reason = await cls.open(opened)
         except LLMError as exc:
             passed_over.append(str(exc))
             continue
@@ -53,4 +50,4 @@ async def create_backend(
     raise LLMError("no LLM backend is usable: " + "; ".join(passed_over))
 
 
-__all__ = ["KINDS", "Backend", "LLMError", "create_backend"]
+__all__ = ["KINDS", "Backend", "BackendOptions", "LLMError", "create_backend"]

