@@ -5,24 +5,41 @@ a temporary folder, `haproxy -db` in the foreground on a free loopback port, sto
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import free_port, port_open
+from bench.harness import free_port
 
 START_TIMEOUT_S = 10
 
 
-def config(bind: str, replicas: list[tuple[str, int]]) -> str:
+Replicas = list[tuple[str, int]]  # (host, port) of each replica
+
+
+def config(bind: str, replicas: Replicas, *more: tuple[str, Replicas]) -> str:
     """TCP mode: WebSocket, HTTP (/mcp, /healthz, the page) pass through unchanged. A replica
     that stops answering is out after two failed checks 200 ms apart; a connection to a dead
-    one is retried on another (`redispatch`), so reconnecting clients land on a live one."""
-    servers = "\n".join(
-        f"    server r{i} {host}:{p} check inter 200ms fall 2 rise 2"
-        for i, (host, p) in enumerate(replicas, start=1)
-    )
+    one is retried on another (`redispatch`), so reconnecting clients land on a live one.
+    `more`: further (bind, replicas) pairs, e.g. the HTTP face's port beside the WebSocket's."""
+    pairs = ""
+    for n, (address, servers) in enumerate([(bind, replicas), *more], start=1):
+        suffix = "" if n == 1 else f"_{n}"
+        lines = "\n".join(
+            f"    server r{i} {host}:{port} check inter 200ms fall 2 rise 2"
+            for i, (host, port) in enumerate(servers, start=1)
+        )
+        pairs += f"""
+frontend clinsum{suffix}
+    bind {address}
+    default_backend replicas{suffix}
+
+backend replicas{suffix}
+    balance roundrobin
+{lines}
+"""
     return f"""global
     maxconn 4096
 
@@ -33,24 +50,25 @@ defaults
     timeout server 1h
     retries 3
     option redispatch
-
-frontend clinsum
-    bind {bind}
-    default_backend replicas
-
-backend replicas
-    balance roundrobin
-{servers}
-"""
+{pairs}"""
 
 
 class HAProxy:
-    def __init__(self, replicas: list[tuple[str, int]]) -> None:
+    """On 127.0.0.1 and a free port in front of `replicas`; or, with `pairs`, on each given
+    (bind, replicas) (`port` is then the first bind's)."""
+
+    def __init__(
+        self, replicas: Replicas | None = None, pairs: list[tuple[str, Replicas]] | None = None
+    ) -> None:
         binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        self.port = free_port()
+        if pairs is None:
+            assert replicas is not None
+            pairs = [(f"127.0.0.1:{free_port()}", replicas)]
+        self.host, port = pairs[0][0].rsplit(":", 1)
+        self.port = int(port)
         self.folder = Path(tempfile.mkdtemp(prefix="clinsum-haproxy-"))
         cfg = self.folder / "haproxy.cfg"
-        cfg.write_text(config(f"127.0.0.1:{self.port}", replicas))
+        cfg.write_text(config(*pairs[0], *pairs[1:]))
         check = subprocess.run(
             [binary, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
         )
@@ -62,7 +80,7 @@ class HAProxy:
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not port_open(self.port):
+        while not _listening(self.host, self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"haproxy did not listen on {self.port}")
@@ -70,7 +88,7 @@ class HAProxy:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"ws://{self.host}:{self.port}"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -81,6 +99,14 @@ class HAProxy:
                 self.proc.kill()
                 self.proc.wait(10)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 __all__ = ["HAProxy", "config"]

@@ -564,3 +564,91 @@ async def test_kill_9_during_saves_every_acknowledged_save_is_a_version(
     assert stored == list(range(1, len(stored) + 1))  # no gap, no duplicate
     assert set(acked) <= set(stored)  # nothing acknowledged was lost
     assert len(stored) - len(acked) <= 4  # at most one unacknowledged commit per kill
+
+
+def test_the_page_reconnects_through_haproxy_and_saves_the_edit_on_the_other_replica(
+    pg: PgCluster, url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """The web page in Chromium behind HAProxy: a summary is generated and edited, the
+    replica that generated it is killed with -9, the page says "Reconnecting…", reconnects
+    through HAProxy to the other replica, and Save stores the edit, unchanged, under that
+    summary_id. Replicas bind 127.0.0.3 and 127.0.0.4 on the same two ports and HAProxy
+    127.0.0.2 on them, so the WebSocket port the page is told is the balancer's too.
+    Mutation caught: the page not reconnecting on its own (no "Reconnecting…", Save off)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from .haproxy import HAProxy
+    from .robust_helpers import OllamaThread
+    from .web_helpers import launch_chromium
+
+    ws_port, http_port = free_port(), free_port()
+    front = "127.0.0.2"
+    patient = PATIENTS[2]
+    with OllamaThread(tps=200) as fake:
+        replicas = [
+            ServerProcess(
+                server_args(
+                    data_dir,
+                    tmp_path / f"r{i}.csv",
+                    *("--host", host, "--http-port", str(http_port), "--store", url),
+                    *("--ollama-host", fake.url, "--allowed-host", front),
+                    *("--allowed-origin", f"http://{front}:{http_port}"),
+                    backend="ollama",
+                ),
+                port=ws_port,
+            )
+            for i, host in enumerate(("127.0.0.3", "127.0.0.4"))
+        ]
+        proxy = None
+        try:
+            for r in replicas:
+                r.wait_ready(180)
+            proxy = HAProxy(
+                pairs=[
+                    (f"{front}:{ws_port}", [(h, ws_port) for h in ("127.0.0.3", "127.0.0.4")]),
+                    (f"{front}:{http_port}", [(h, http_port) for h in ("127.0.0.3", "127.0.0.4")]),
+                ]
+            )
+            with sync_playwright() as p:
+                browser = launch_chromium(p)
+                try:
+                    page = browser.new_page()
+                    errors: list[str] = []
+                    page.on("pageerror", lambda e: errors.append(str(e)))
+                    page.goto(f"http://{front}:{http_port}/")
+                    expect(page.locator("#conn")).to_contain_text("Connected")
+                    box = page.get_by_role("searchbox", name="Search patients")
+                    box.fill(patient.name)
+                    box.press("Enter")
+                    page.get_by_role("button", name=patient.name).first.click()
+                    page.get_by_role("button", name="Summarize").click()
+                    summary = page.get_by_role("textbox", name="Summary", exact=True)
+                    expect(summary).to_be_visible(timeout=30_000)
+                    edited = f"{patient.name} is a {patient.age}-year-old. Edited before failover."
+                    summary.fill(edited)
+                    page.evaluate(
+                        """() => { window.connTexts = [];
+                        new MutationObserver(() => window.connTexts.push(
+                            document.getElementById("conn").textContent))
+                          .observe(document.getElementById("conn"),
+                                   {childList: true, characterData: true, subtree: true}); }"""
+                    )
+                    makers = [r for r in replicas if "Starting streaming summary" in r.log]
+                    assert len(makers) == 1
+                    makers[0].kill()
+                    expect(page.locator("#conn")).to_contain_text("Connected", timeout=20_000)
+                    texts = page.evaluate("() => window.connTexts")
+                    assert any(t.startswith("Reconnecting…") for t in texts), texts
+                    assert summary.input_value() == edited  # nothing on the page was lost
+                    page.get_by_role("button", name="Save", exact=True).click()
+                    expect(page.locator("#save-status")).to_contain_text("Saved", timeout=20_000)
+                    assert not errors, errors
+                finally:
+                    browser.close()
+        finally:
+            if proxy is not None:
+                proxy.stop()
+            for r in replicas:
+                r.stop()
+    saved = rows(pg, url, "SELECT text, summary_id IS NOT NULL, edited FROM summary_versions")
+    assert saved == [[edited, "t", "t"]]
