@@ -358,6 +358,16 @@ async def test_two_replicas_eight_clients_200_saves_to_20_patients(url: str) -> 
     once: every acknowledged save is a version with the number it was told, none is lost or
     duplicated, and each patient's current summary is the last one acknowledged. Mutation
     caught: the per-patient lock removed (two saves numbered alike: a unique violation)."""
+    await concurrent_saves(url, per_client=25)
+
+
+@pytest.mark.stress
+async def test_two_replicas_eight_clients_4000_saves_to_20_patients(url: str) -> None:
+    await concurrent_saves(url, per_client=500)
+
+
+async def concurrent_saves(url: str, per_client: int) -> None:
+    """8 clients, 4 on each of two replicas, `per_client` saves each to patients 1-20."""
     stores = [await opened(url), await opened(url)]
     try:
         apps = [replica(s) for s in stores]
@@ -366,7 +376,7 @@ async def test_two_replicas_eight_clients_200_saves_to_20_patients(url: str) -> 
         async def client(n: int) -> None:
             rpc = Rpc(apps[n % 2])
             rng = random.Random(n)
-            for i in range(25):
+            for i in range(per_client):
                 pid = rng.randint(1, 20)
                 text = f"client {n} save {i}: {PATIENTS[pid].name} was seen."
                 result = await rpc.result(
@@ -375,8 +385,8 @@ async def test_two_replicas_eight_clients_200_saves_to_20_patients(url: str) -> 
                 acked.append((pid, result["version"], text))
 
         await asyncio.gather(*(client(n) for n in range(8)))
-        assert len(acked) == 200
-        assert len({(pid, v) for pid, v, _ in acked}) == 200
+        assert len(acked) == 8 * per_client
+        assert len({(pid, v) for pid, v, _ in acked}) == 8 * per_client
         stored = {}
         for pid in range(1, 21):
             for h in await stores[0].history(pid):
@@ -511,6 +521,19 @@ async def test_kill_9_during_saves_every_acknowledged_save_is_a_version(
     summary_id again and again, then started again: every save it acknowledged is a version
     in the table, the versions run 1..n with no gap, and after each restart the same
     summary_id (a draft in the database, not in the dead server's memory) saves again."""
+    await kill_during_saves(pg, url, data_dir, tmp_path, kills=4)
+
+
+@pytest.mark.stress
+async def test_kill_9_during_saves_30_kills(
+    pg: PgCluster, url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    await kill_during_saves(pg, url, data_dir, tmp_path, kills=30)
+
+
+async def kill_during_saves(
+    pg: PgCluster, url: str, data_dir: Path, tmp_path: Path, kills: int
+) -> None:
     from .robust_helpers import OllamaThread
     from .rpc import Peer
 
@@ -528,7 +551,7 @@ async def test_kill_9_during_saves_every_acknowledged_save_is_a_version(
             backend="ollama",
         )
         sid = None
-        for _ in range(4):
+        for _ in range(kills):
             srv = ServerProcess(args)
             try:
                 await asyncio.to_thread(srv.wait_ready, 180)
@@ -552,7 +575,7 @@ async def test_kill_9_during_saves_every_acknowledged_save_is_a_version(
                 per_round.append(len(acked) - sum(per_round))
             finally:
                 srv.stop()
-    assert all(per_round) and len(per_round) == 4, per_round  # each round saved, restarts too
+    assert all(per_round) and len(per_round) == kills, per_round  # each round saved, restarts too
     assert acked == sorted(acked)
     db = url.rsplit("/", 1)[1]
     stored = [
@@ -563,7 +586,7 @@ async def test_kill_9_during_saves_every_acknowledged_save_is_a_version(
     ]
     assert stored == list(range(1, len(stored) + 1))  # no gap, no duplicate
     assert set(acked) <= set(stored)  # nothing acknowledged was lost
-    assert len(stored) - len(acked) <= 4  # at most one unacknowledged commit per kill
+    assert len(stored) - len(acked) <= kills  # at most one unacknowledged commit per kill
 
 
 def test_the_page_reconnects_through_haproxy_and_saves_the_edit_on_the_other_replica(

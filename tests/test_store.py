@@ -277,26 +277,36 @@ def test_two_processes_200_saves_to_20_patients_every_save_a_version(tmp_path: P
     version with the number it was told, no version is duplicated or lost, and each patient's
     current row is their highest version. Mutation caught: the version numbered outside the
     lock (two saves get the same number)."""
+    two_processes_saving(tmp_path, 100)
+
+
+@pytest.mark.stress
+def test_two_processes_4000_saves_to_20_patients(tmp_path: Path) -> None:
+    two_processes_saving(tmp_path, 2000)
+
+
+def two_processes_saving(tmp_path: Path, per_process: int) -> None:
     path = tmp_path / "s.csv"
     ctx = mp.get_context("spawn")
     outs = [tmp_path / f"acks{i}.tsv" for i in range(2)]
     procs = [
-        ctx.Process(target=_saver, args=(str(path), i, 100, 20, str(outs[i]))) for i in range(2)
+        ctx.Process(target=_saver, args=(str(path), i, per_process, 20, str(outs[i])))
+        for i in range(2)
     ]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(120)
+        p.join(600)
         assert p.exitcode == 0
     acked = {}
     for out in outs:
         for line in out.read_text().splitlines():
             pid, version, text = line.split("\t")
             acked[(pid, int(version))] = text
-    assert len(acked) == 200  # no two saves told the same (patient, version)
+    assert len(acked) == 2 * per_process  # no two saves told the same (patient, version)
     history = read(tmp_path / "s.history.csv")
     assert {(h["patient_id"], int(h["version"])): h["summary"] for h in history} == acked
-    assert len(history) == 200
+    assert len(history) == 2 * per_process
     current = {r["patient_id"]: r["summary"] for r in read(path)}
     last = {}
     for (pid, _version), text in sorted(acked.items(), key=lambda kv: kv[0][1]):
