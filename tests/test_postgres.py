@@ -675,3 +675,65 @@ def test_the_page_reconnects_through_haproxy_and_saves_the_edit_on_the_other_rep
                 r.stop()
     saved = rows(pg, url, "SELECT text, summary_id IS NOT NULL, edited FROM summary_versions")
     assert saved == [[edited, "t", "t"]]
+
+
+async def test_two_server_processes_four_clients_each_200_saves(
+    url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    """The same as the in-process test with real replicas: two server processes on one
+    database, four WebSocket clients on each, 200 saves to 20 patients at once. Every
+    acknowledged save is a version with its number, and each patient's current summary (as
+    either replica lists it) is the last acknowledged."""
+    from .robust_helpers import OllamaThread
+    from .rpc import Peer
+
+    with OllamaThread(tps=200) as fake:
+        replicas = [
+            ServerProcess(
+                server_args(
+                    data_dir,
+                    tmp_path / f"unused{i}.csv",
+                    *("--store", url, "--ollama-host", fake.url),
+                    backend="ollama",
+                )
+            )
+            for i in range(2)
+        ]
+        try:
+            await asyncio.gather(*(asyncio.to_thread(r.wait_ready, 180) for r in replicas))
+            acked: list[tuple[int, int, str]] = []
+
+            async def client(n: int) -> None:
+                peer = await Peer.open(replicas[n % 2].url)
+                rng = random.Random(100 + n)
+                try:
+                    for i in range(25):
+                        pid = rng.randint(1, 20)
+                        text = f"client {n} save {i}: {PATIENTS[pid].name} was seen."
+                        result = await peer.result(
+                            "save_summary", {"patient_id": pid, "text": text, "force": True}
+                        )
+                        acked.append((pid, result["version"], text))
+                finally:
+                    await peer.close()
+
+            await asyncio.gather(*(client(n) for n in range(8)))
+            assert len({(pid, v) for pid, v, _ in acked}) == len(acked) == 200
+            last: dict[int, str] = {}
+            for pid, _, text in acked:
+                last[pid] = text
+            for r in replicas:
+                peer = await Peer.open(r.url)
+                listed = (await peer.result("list_summaries"))["summaries"]
+                assert {int(x["patient_id"]): x["summary"] for x in listed} == last
+                versions = 0
+                for pid in last:
+                    history = await peer.result("summary_history", {"patient_id": pid})
+                    got = [(h["version"], h["summary"]) for h in history["versions"]]
+                    assert got == sorted((v, t) for p, v, t in acked if p == pid)
+                    versions += len(got)
+                assert versions == 200
+                await peer.close()
+        finally:
+            for r in replicas:
+                await asyncio.to_thread(r.stop)
