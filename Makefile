@@ -46,11 +46,16 @@ $(LLAMA_STAMP): | $(STAMP)
 	rm -f $(VENV)/.llama-*
 	touch $@
 
-setup: $(STAMP) $(LLAMA_STAMP)                      ## install everything into .venv (and chromium, for the browser tests)
+setup: $(STAMP) $(LLAMA_STAMP)                      ## install everything into .venv (and chromium, PostgreSQL and HAProxy, for the tests)
 	command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 	# The word lists search's spelling correction reads (SOURCES.md).
 	test -f /usr/share/hunspell/en_med_glut.dic -a -f /usr/share/dict/american-english-large || \
 		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y hunspell-en-med wamerican-large; }
+	# PostgreSQL's server binaries for tests/test_postgres.py, which starts its own private
+	# cluster with them (never the machine's default one).
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
+	# HAProxy in front of two replicas for the failover test (only the binary: no service is started).
+	command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy; }
 
 index: setup                         ## build the search index if missing or stale
 	$(PY) -m clinsum.search --data $(DATA)

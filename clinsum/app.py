@@ -6,6 +6,7 @@ Every face serves the same `App`; none of them builds its own.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from contextlib import suppress
@@ -17,14 +18,14 @@ from .prompt import build_messages, prefill
 from .records import RecordError
 from .search import PatientIndex, SearchError
 from .steering import steer
-from .store import StoreError, SummaryStore
+from .store import StoreError, open_store
 from .tools import App
 
 server_log = logging.getLogger("Server")
 
 
 async def build_app(config: Config) -> App:
-    """Load the records, start the model, open the index and the summaries file.
+    """Load the records, open the summaries store, start the model, open the index.
 
     The embedded model loads in processes of its own while the index opens here; summaries
     wait in its queue until it is ready, and everything else is served at once.
@@ -46,6 +47,13 @@ async def build_app(config: Config) -> App:
     )
     for note in loaded.notes:
         server_log.info("%s: %s", config.data, note)
+    # Before the index and the model: a store that cannot be used fails the start at once.
+    try:
+        store = open_store(config.store, config.summaries, draft_ttl_s=config.draft_ttl_s)
+        await store.open()
+    except StoreError as exc:
+        raise StartupError(f"cannot use the summaries store: {exc}") from None
+    server_log.info("Summaries store: %s", store.label)
 
     async def open_index() -> PatientIndex:
         index = await asyncio.to_thread(
@@ -84,20 +92,18 @@ async def build_app(config: Config) -> App:
     try:
         backend, reason = await open_backend()
     except LLMError as exc:
+        await store.close()
         raise StartupError(str(exc)) from None
     server_log.info("LLM backend: %s (model %s): %s", backend.name, backend.model, reason)
-    store = SummaryStore(config.summaries)
     try:
         index = await open_index()
-        await asyncio.to_thread(store.ensure_exists)
     except SearchError as exc:
         await backend.aclose()
+        await store.close()
         raise StartupError(str(exc)) from None
-    except (StoreError, OSError) as exc:
-        await backend.aclose()
-        raise StartupError(f"cannot use summaries file {config.summaries}: {exc}") from None
     except BaseException:  # cancelled (SIGTERM while loading): no model process outlives us
         await backend.aclose()
+        await store.close()
         raise
     return App(
         patients,
@@ -106,7 +112,16 @@ async def build_app(config: Config) -> App:
         store,
         max_inflight=config.max_inflight,
         summary_style=config.summary_style,
+        draft_ttl_s=config.draft_ttl_s,
+        token_id=token_id(config.auth_token),
     )
+
+
+def token_id(token: str | None) -> str | None:
+    """How the audit trail names the token a caller presented: a fingerprint, never the token."""
+    if token is None:
+        return None
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 # A face that starts before loading finishes (stdio answers `initialize` at once; the HTTP

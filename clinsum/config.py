@@ -55,6 +55,9 @@ class Config:
     data_note: str = ""  # why `data` is not the default file (said at start-up)
     stdio: bool = False  # MCP over stdin/stdout instead of the WebSocket port
     http_port: int | None = None  # the HTTP face (MCP Streamable HTTP, /healthz, /metrics)
+    # Where summaries are saved (issue 26): "csv" (`summaries`) or a postgresql:// URL.
+    store: str = "csv"
+    draft_ttl_s: float = 24 * 3600.0  # how long a summary_id can be saved
 
     def policy(self) -> Policy:
         """The access policy every face shares (token, Origin and Host checks)."""
@@ -223,6 +226,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         help="on a loopback bind, also accept this Host name (repeatable); the default accepts "
         "localhost, 127.0.0.1 and [::1] only, which stops DNS rebinding",
     )
+    _store_args(p)
     a = p.parse_args(argv)
     for name in ("max_message_bytes", "max_inflight", "max_connections", "model_workers"):
         if getattr(a, name) < 1:
@@ -235,6 +239,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     if a.auth_token is not None and not a.auth_token.strip():
         # `--auth-token "$UNSET"` would otherwise run without authentication, silently.
         p.error("--auth-token must not be empty")
+    store_error = check_store(a.store)
+    if store_error:
+        p.error(f"--store: {store_error}")
+    if a.draft_ttl is None:
+        p.error("--draft-ttl must be a duration such as 3600, 90s, 30m, 24h or 7d (above 0)")
     data, data_note = (a.data, "") if a.data else legacy_data.default_data_file()
     return Config(
         host=a.host,
@@ -264,6 +273,76 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         show_progress=sys.stderr.isatty() and not a.stdio,
         stdio=a.stdio,
         http_port=a.http_port,
+        store=a.store,
+        draft_ttl_s=a.draft_ttl,
+    )
+
+
+# ---------------------------------------------------------------- the summaries store (#26)
+
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float | None:
+    """'3600', '90s', '30m', '24h', '7d' in seconds; None if it is not a positive duration."""
+    text = text.strip().lower()
+    number, unit = text, "s"
+    for name in sorted(_UNITS, key=len, reverse=True):
+        if text.endswith(name):
+            number, unit = text[: -len(name)], name
+            break
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        return None
+    return seconds if 0 < seconds < float("inf") else None
+
+
+def check_store(spec: str) -> str | None:
+    """Why `--store` cannot be used, or None: `csv`, or postgresql://USER@HOST[:PORT]/DB with
+    no password in it (a password on the command line is visible to every user in `ps`)."""
+    from urllib.parse import urlsplit
+
+    if spec == "csv":
+        return None
+    form = "expected 'csv' or postgresql://USER@HOST:PORT/DB"
+    if not spec.startswith(("postgresql://", "postgres://")):
+        return f"{form}, got {spec!r}"
+    try:
+        url = urlsplit(spec)
+        url.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        return f"{form}: {exc}"
+    if url.password is not None:
+        return (
+            "the URL must not hold a password (every user can read it in `ps`); "
+            "put it in $PGPASSWORD or a .pgpass file"
+        )
+    if not url.hostname or not url.username or not url.path.strip("/"):
+        missing = [
+            n
+            for n, v in (("USER", url.username), ("HOST", url.hostname), ("DB", url.path[1:]))
+            if not v
+        ]
+        return f"{form}: {' and '.join(missing)} missing in {spec!r}"
+    return None
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--store",
+        default="csv",
+        metavar="csv|URL",
+        help="where summaries are saved: csv (--summaries and its .history.csv; default) or "
+        "postgresql://USER@HOST:PORT/DB (password from $PGPASSWORD or .pgpass), which "
+        "replicas share",
+    )
+    p.add_argument(
+        "--draft-ttl",
+        type=duration,
+        default=24 * 3600.0,
+        metavar="DURATION",
+        help="how long a generated summary can be saved: 3600, 90s, 30m, 24h, 7d (default 24h)",
     )
 
 

@@ -10,7 +10,17 @@ from __future__ import annotations
 import logging
 import sys
 
-TAGS = ("WebSocket", "HTTP", "MCP Protocol", "EMBEDDED", "OLLAMA", "CSV", "Search", "Server")
+TAGS = (
+    "WebSocket",
+    "HTTP",
+    "MCP Protocol",
+    "EMBEDDED",
+    "OLLAMA",
+    "CSV",
+    "PostgreSQL",
+    "Search",
+    "Server",
+)
 LEVELS = ("debug", "info", "warning", "error")
 # The MCP SDK and uvicorn log every request and session at INFO under their own names;
 # our faces log what people watch under the tags above.
@@ -23,6 +33,7 @@ _QUIET = (
     "mcp",
     "uvicorn",
     "sse_starlette",
+    "psycopg",
 )
 
 

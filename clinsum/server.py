@@ -116,6 +116,7 @@ async def serve_forever(config: Config, protocol_fd: int | None = None) -> None:
         app = await _settled(loading)
         if app is not None:
             await app.backend.aclose()
+            await app.store.close()
 
 
 async def _settled(loading: asyncio.Future[App]) -> App | None:

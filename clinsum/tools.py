@@ -9,15 +9,18 @@ params (with a message naming the parameter and the reason) and the JSON Schema 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from . import grounding
 from .backends.base import Backend, LLMError
@@ -49,13 +52,14 @@ from .search import (
     unsearchable,
 )
 from .steering import steer
-from .store import StoreError, SummaryStore
+from .store import CsvStore, Draft, Event, Store, StoreError, SummaryStore, Version
 
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 200
 MAX_EDIT_CHARS = 5000  # an edited summary; a 4-visit summary is ~120 words, ~800 characters
 MAX_PATIENT_ID = 2**53  # beyond this a JSON number is not an exact integer any more
 CLINICIAN = "clinician"  # the `model` column of a summary a person wrote
+DEFAULT_DRAFT_TTL_S = 24 * 3600.0  # how long a summary_id can be saved (--draft-ttl)
 LOG_EVERY_TOKENS = 10
 THREADS_PER_CONNECTION = 2  # searches and saves one connection may run in threads at once
 
@@ -203,6 +207,7 @@ EDITED_TEXT = Param(
     "The clinician's edit of the summary, checked against the record like the generated "
     f"text (1 to {MAX_EDIT_CHARS} characters).",
     max_length=MAX_EDIT_CHARS,
+    refine=lambda text: "must not contain NUL characters (\\u0000)" if "\0" in text else None,
 )
 
 
@@ -218,6 +223,29 @@ class Summary:
     generated_at: str
     grounded: bool
     unsupported: list[dict[str, Any]]
+    created_at: float = field(default_factory=time.time)  # seconds since the epoch
+
+    def draft(self) -> Draft:
+        """What a store that shares drafts keeps of it."""
+        return Draft(
+            summary_id=self.summary_id,
+            patient_id=self.patient.patient_id,
+            text=self.text,
+            model=self.model,
+            generated_at=self.generated_at,
+            grounded=self.grounded,
+            unsupported=self.unsupported,
+            digest_sha256=fingerprint(self.digest),
+            created_at=self.created_at,
+        )
+
+
+def fingerprint(facts: Digest) -> str:
+    """The digest's sha256: a draft saved on another server must match that server's record."""
+    return hashlib.sha256(orjson.dumps(facts.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+STORE_LOGS = {"csv": "CSV", "postgresql": "PostgreSQL"}
 
 
 @dataclass
@@ -227,7 +255,7 @@ class App:
     patients: Mapping[int, Patient]  # `Records` once built: decoded one patient at a time
     index: PatientIndex
     backend: Backend
-    store: SummaryStore
+    store: Store  # a bare SummaryStore (tests, older callers) is wrapped in a CsvStore
     max_inflight: int = 4
     summary_style: str | None = None  # one of prompt.STYLES; None: the backend's default
     summaries: OrderedDict[str, Summary] = field(default_factory=OrderedDict)
@@ -237,10 +265,17 @@ class App:
     summarizing: dict[int, int] = field(default_factory=dict)  # id(session) -> running count
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _threads: dict[int, list[Any]] = field(default_factory=dict)  # id(session) -> [sem, users]
+    draft_ttl_s: float = DEFAULT_DRAFT_TTL_S
+    token_id: str | None = None  # the audit trail's name for the --auth-token, if any
+    drafts_shared: bool = False  # read from the store once: unknown ids never reach a store
 
     def __post_init__(self) -> None:
         self.patients = Records.of(self.patients)
         self.known_names = tuple(self.patients.names)
+        if isinstance(self.store, SummaryStore):
+            self.store = CsvStore(self.store)
+        self.drafts_shared = self.store.shares_drafts
+        self.store_log = logging.getLogger(STORE_LOGS.get(self.store.kind, "Store"))
 
     def patient(self, patient_id: int) -> Patient:
         try:
@@ -265,16 +300,33 @@ class App:
         The thread pool is shared: without this, one client's batch of thousands of
         searches (one 1 MiB frame) queues ahead of every other client's search for minutes.
         """
+        async with self.limited(call):
+            return await asyncio.to_thread(fn, *args)
+
+    @asynccontextmanager
+    async def limited(self, call: Call) -> AsyncIterator[None]:
+        """One of the connection's THREADS_PER_CONNECTION slots (threads, store calls)."""
         key = id(call.session)
         slot = self._threads.setdefault(key, [asyncio.Semaphore(THREADS_PER_CONNECTION), 0])
         slot[1] += 1
         try:
             async with slot[0]:
-                return await asyncio.to_thread(fn, *args)
+                yield
         finally:
             slot[1] -= 1
             if not slot[1]:
                 del self._threads[key]
+
+    def event(self, call: Call, action: str, patient_id: int, summary_id: str | None) -> Event:
+        return Event(action, patient_id, summary_id, call.session.peer, self.token_id)
+
+    async def audit(self, event: Event) -> None:
+        """Record a generate or check; a store that fails is logged, never the caller's error
+        (summaries go on while the store is away; a save's event is written with it)."""
+        try:
+            await self.store.audit(event)
+        except StoreError as exc:
+            self.store_log.warning("audit of %s not recorded: %s", event.action, exc)
 
     def keep(self, summary: Summary) -> None:
         self.summaries[summary.summary_id] = summary
@@ -446,6 +498,12 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
         unsupported=[c.to_dict() for c in check.unsupported if c.blocking],
     )
     app.keep(summary)
+    if app.drafts_shared:
+        try:
+            await app.store.put_draft(summary.draft())
+        except StoreError as exc:  # it can still be saved here, once the store is back
+            app.store_log.warning("draft %s kept by this server only: %s", summary.summary_id, exc)
+    await app.audit(app.event(call, "generate", patient.patient_id, summary.summary_id))
     return {
         "summary_id": summary.summary_id,
         "patient_id": patient.patient_id,
@@ -464,15 +522,70 @@ async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> 
     }
 
 
-def _kept(app: App, summary_id: str) -> Summary:
+async def _kept(app: App, call: Call, summary_id: str) -> Summary:
+    """The draft `summary_id` names: from this server's memory, else from a store that shares
+    drafts. Unknown, expired or generated from another record: -32002."""
     summary = app.summaries.get(summary_id)
+    if summary is None and app.drafts_shared:
+        try:
+            async with app.limited(call):
+                draft = await app.store.get_draft(summary_id)
+        except StoreError as exc:
+            raise RPCError(SAVE_FAILED, f"Store unavailable: {exc}") from None
+        if draft is not None:
+            summary = _from_draft(app, draft)
     if summary is None:
+        where = (
+            "in the summaries store"
+            if app.drafts_shared
+            else "in memory by the server that generated them"
+        )
         raise RPCError(
             UNKNOWN_SUMMARY,
-            f"Unknown summary id: {summary_id!r} (summaries are kept in memory by "
-            "the server that generated them; generate it again)",
+            f"Unknown summary id: {summary_id!r} (summaries are kept {where}; generate it again)",
+        )
+    age = time.time() - summary.created_at
+    if age > app.draft_ttl_s:
+        raise RPCError(
+            UNKNOWN_SUMMARY,
+            f"Summary id {summary_id!r} expired: it was generated {_duration(age)} ago and "
+            f"summaries can be saved for {_duration(app.draft_ttl_s)} (--draft-ttl); "
+            "generate it again",
         )
     return summary
+
+
+def _from_draft(app: App, draft: Draft) -> Summary:
+    patient = app.patients.get(draft.patient_id)
+    facts = digest(patient) if patient is not None else None
+    if patient is None or facts is None or fingerprint(facts) != draft.digest_sha256:
+        raise RPCError(
+            UNKNOWN_SUMMARY,
+            f"Summary id {draft.summary_id!r} was generated from a record of patient "
+            f"{draft.patient_id} that this server does not have (the patients files differ); "
+            "generate it again here",
+        )
+    summary = Summary(
+        summary_id=draft.summary_id,
+        patient=patient,
+        digest=facts,
+        text=draft.text,
+        model=draft.model,
+        generated_at=draft.generated_at,
+        grounded=draft.grounded,
+        unsupported=draft.unsupported,
+        created_at=draft.created_at,
+    )
+    app.keep(summary)
+    return summary
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
 
 
 async def _recheck(app: App, call: Call, patient: Patient, text: str) -> grounding.Grounding:
@@ -483,8 +596,15 @@ async def _recheck(app: App, call: Call, patient: Patient, text: str) -> groundi
 
 
 async def check_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
-    summary = _kept(app, params["summary_id"])
-    return {"grounding": (await _recheck(app, call, summary.patient, params["text"])).to_dict()}
+    summary = await _kept(app, call, params["summary_id"])
+    verdict = await _recheck(app, call, summary.patient, params["text"])
+    await app.audit(
+        replace(
+            app.event(call, "check", summary.patient.patient_id, summary.summary_id),
+            detail={"grounded": verdict.ok},
+        )
+    )
+    return {"grounding": verdict.to_dict()}
 
 
 async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
@@ -492,12 +612,13 @@ async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str
     `patient_id` and `text`, a clinician's own summary. Text that differs from what was
     generated is checked again; unsupported claims need `force` either way."""
     if "summary_id" in params:
-        summary = _kept(app, params["summary_id"])
+        summary = await _kept(app, call, params["summary_id"])
         if params.get("patient_id", summary.patient.patient_id) != summary.patient.patient_id:
             raise invalid_params("patient_id", "is not the patient of that summary_id")
         p, model, generated_at = summary.patient, summary.model, summary.generated_at
         text, grounded, unsupported = summary.text, summary.grounded, summary.unsupported
     elif "patient_id" in params and "text" in params:
+        summary = None
         p, model = app.patient(params["patient_id"]), CLINICIAN
         generated_at = datetime.now(UTC).isoformat(timespec="seconds")
         text, grounded, unsupported = "", False, []
@@ -519,21 +640,30 @@ async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str
             f" ({_first_claim(unsupported)}); pass force=true to save it anyway",
             {"unsupported": unsupported},
         )
+    sid = summary.summary_id if summary is not None else None
+    version = Version(p.patient_id, p.name, text, model, generated_at, grounded, edited, sid)
+    event = replace(
+        app.event(call, "save", p.patient_id, sid), detail={"grounded": grounded, "edited": edited}
+    )
     try:
-        await app.in_thread(
-            call, app.store.save, p.patient_id, p.name, text, model, generated_at, grounded, edited
-        )
+        async with app.limited(call):
+            number = await app.store.save(version, event)
     except StoreError as exc:
-        logging.getLogger("CSV").error("save failed for patient %d: %s", p.patient_id, exc)
+        app.store_log.error("save failed for patient %d: %s", p.patient_id, exc)
         raise RPCError(SAVE_FAILED, f"Save failed: {exc}") from None
-    logging.getLogger("CSV").info(
-        "Saved summary for patient %d (%s) to %s", p.patient_id, p.name, app.store.path
+    app.store_log.info(
+        "Saved summary for patient %d (%s) to %s, version %d",
+        p.patient_id,
+        p.name,
+        app.store.label,
+        number,
     )
     return {
         "saved": True,
         "patient_id": p.patient_id,
         "name": p.name,
-        "path": str(app.store.path),
+        "path": app.store.label,
+        "version": number,
         "grounded": grounded,
         "edited": edited,
     }
@@ -548,9 +678,20 @@ def _first_claim(unsupported: list[dict[str, Any]]) -> str:
 
 async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
     try:
-        return {"summaries": await app.in_thread(call, app.store.rows)}
+        async with app.limited(call):
+            return {"summaries": await app.store.current()}
     except StoreError as exc:
         raise RPCError(SAVE_FAILED, str(exc)) from None
+
+
+async def summary_history(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+    patient = app.patient(params["patient_id"])
+    try:
+        async with app.limited(call):
+            versions = await app.store.history(patient.patient_id)
+    except StoreError as exc:
+        raise RPCError(SAVE_FAILED, str(exc)) from None
+    return {"patient_id": patient.patient_id, "versions": versions}
 
 
 NO_HITS = (
@@ -682,8 +823,8 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "save_summary",
             "Save a summary",
-            "Save a finished summary to patient_summaries.csv (one row per patient, replacing "
-            "that patient's earlier row). With text, the clinician's edit (or, with patient_id "
+            "Save a finished summary as the patient's newest version (earlier versions are "
+            "kept: see summary_history). With text, the clinician's edit (or, with patient_id "
             "instead of summary_id, their own summary) is saved verbatim after a new grounding "
             "check. Unsupported claims need force=true.",
             (
@@ -714,6 +855,7 @@ TOOLS: dict[str, Tool] = {
                     "patient_id": {"type": "integer"},
                     "name": {"type": "string"},
                     "path": {"type": "string"},
+                    "version": {"type": "integer"},
                     "grounded": {"type": "boolean"},
                     "edited": {"type": "boolean"},
                 },
@@ -736,13 +878,31 @@ TOOLS: dict[str, Tool] = {
         Tool(
             "list_summaries",
             "List saved summaries",
-            "Return every row of patient_summaries.csv.",
+            "Return each patient's current saved summary (patient_summaries.csv's rows).",
             (),
             list_summaries,
             {
                 "type": "object",
                 "properties": {"summaries": {"type": "array", "items": {"type": "object"}}},
                 "required": ["summaries"],
+            },
+        ),
+        Tool(
+            "summary_history",
+            "A patient's saved summaries",
+            "Every version of a patient's saved summary, oldest first: nothing saved is ever "
+            "overwritten. Each has its version number, text, model, when it was generated and "
+            "saved, grounded, edited, and the summary_id it came from (null: written by a "
+            "clinician).",
+            (PATIENT_ID,),
+            summary_history,
+            {
+                "type": "object",
+                "properties": {
+                    "patient_id": {"type": "integer"},
+                    "versions": {"type": "array", "items": {"type": "object"}},
+                },
+                "required": ["patient_id", "versions"],
             },
         ),
     )

@@ -269,7 +269,7 @@ async def test_a_refusal_log_never_holds_the_token(
 
 def test_patient_data_files_are_the_owners_only(tmp_path: Path) -> None:
     """New summaries file and its temporary copies 0600; an existing file keeps its mode."""
-    from clinsum import store as store_mod
+    from clinsum.store import csvfile as store_mod
 
     path = tmp_path / "patient_summaries.csv"
     store = store_mod.SummaryStore(path)

@@ -300,6 +300,7 @@ async def test_http_healthz_then_metrics(app: App) -> None:
             "patients": len(app.patients),
             "backend": "ollama",
             "model": "phi",
+            "llm": {"state": "remote", "url": app.backend.host},  # type: ignore[attr-defined]
         }
         headers = await _open_session(client)
         call = {

@@ -359,7 +359,7 @@ async def test_mcp_handshake_and_tools(peer: Peer) -> None:
     tools = {t["name"]: t for t in (await peer.result("tools/list"))["tools"]}
     assert set(tools) == {
         *("search", "fetch", "digest", "summarize", "check_summary"),
-        *("save_summary", "list_summaries"),
+        *("save_summary", "list_summaries", "summary_history"),
     }
     for t in tools.values():
         assert t["inputSchema"]["type"] == "object" and t["description"]

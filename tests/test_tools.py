@@ -117,6 +117,75 @@ async def test_every_supported_protocol_version_is_accepted(tmp_path: Path, vers
     assert rpc.session.protocol_version == version
 
 
+async def test_summary_history_returns_every_version_and_list_the_current(tmp_path: Path) -> None:
+    """Generated, then saved as is, edited, and rewritten by a clinician: three versions,
+    oldest first, each saying where it came from; list_summaries shows only the last.
+    Mutation caught: a save replacing the patient's version instead of adding one."""
+    rpc = Rpc(app_with(AGREEABLE, tmp_path / "s.csv"))
+    pid = PATIENT.patient_id
+    summary = await rpc.result("summarize", {"patient_id": pid})
+    sid = summary["summary_id"]
+    first = await rpc.result("save_summary", {"summary_id": sid})
+    edited_text = summary["summary"] + " Review in two weeks."
+    second = await rpc.result("save_summary", {"summary_id": sid, "text": edited_text})
+    third = await rpc.result(
+        "save_summary", {"patient_id": pid, "text": "Seen today.", "force": True}
+    )
+    assert [first["version"], second["version"], third["version"]] == [1, 2, 3]
+
+    history = await rpc.result("summary_history", {"patient_id": pid})
+    assert history["patient_id"] == pid
+    got = [
+        (v["version"], v["summary"], v["summary_id"], v["edited"], v["model"])
+        for v in history["versions"]
+    ]
+    assert got == [
+        (1, summary["summary"], sid, False, "scripted-1"),
+        (2, edited_text, sid, True, "scripted-1"),
+        (3, "Seen today.", None, True, "clinician"),  # written by a person: edited
+    ]
+    assert all(v["saved_at"] for v in history["versions"])
+    listed = (await rpc.result("list_summaries", {}))["summaries"]
+    assert [(r["patient_id"], r["summary"]) for r in listed] == [(str(pid), "Seen today.")]
+    assert (await rpc.result("summary_history", {"patient_id": 2}))["versions"] == []
+    unknown = await rpc.call("summary_history", {"patient_id": 999999})
+    assert unknown["error"]["code"] == -32001, unknown
+
+
+async def test_an_expired_summary_id_is_32002_saying_it_expired(tmp_path: Path) -> None:
+    """Past --draft-ttl a summary_id cannot be checked or saved, and the error says why
+    (not "unknown"); nothing is written. Mutation caught: the age never compared."""
+    app = app_with(AGREEABLE, tmp_path / "s.csv")
+    app.draft_ttl_s = 3600
+    rpc = Rpc(app)
+    sid = (await rpc.result("summarize", {"patient_id": PATIENT.patient_id}))["summary_id"]
+    app.summaries[sid].created_at -= 3601
+    for method, params in (
+        ("save_summary", {"summary_id": sid}),
+        ("check_summary", {"summary_id": sid, "text": "x"}),
+    ):
+        reply = await rpc.call(method, params)
+        assert reply["error"]["code"] == -32002, reply
+        assert "expired" in reply["error"]["message"] and "--draft-ttl" in reply["error"]["message"]
+    assert (tmp_path / "s.csv").read_text() == HEADER
+
+
+async def test_a_text_with_nul_is_refused_and_quotes_and_sql_are_kept(tmp_path: Path) -> None:
+    """5,000 characters of quotes and SQL are saved verbatim; the same text with a NUL
+    character is -32602 naming `text` (PostgreSQL cannot store NUL: both stores refuse it
+    alike), and the saved version stays."""
+    rpc = Rpc(app_with(AGREEABLE, tmp_path / "s.csv"))
+    hostile = ('\'; DROP TABLE summary_versions; -- "quoted" , \\ ' * 200)[:5000]
+    saved = await rpc.result("save_summary", {"patient_id": 1, "text": hostile, "force": True})
+    assert saved["version"] == 1
+    with_nul = hostile[:2000] + "\0" + hostile[2001:]
+    refused = await rpc.call("save_summary", {"patient_id": 1, "text": with_nul, "force": True})
+    assert refused["error"]["code"] == -32602 and "'text'" in refused["error"]["message"]
+    assert "NUL" in refused["error"]["message"]
+    history = (await rpc.result("summary_history", {"patient_id": 1}))["versions"]
+    assert [v["summary"] for v in history] == [hostile]
+
+
 async def test_max_tokens_goes_up_to_1024_and_no_further(tmp_path: Path) -> None:
     """`max_tokens` 1024 is served in full (the model is asked for 1024 and streams them);
     1025 is -32602 naming the parameter and the limit, before anything is generated; and

@@ -18,6 +18,7 @@ from . import (
     concurrency,
     connect,
     faces,
+    failover,
     memory,
     metrics,
     model_process,
@@ -54,6 +55,10 @@ SECTIONS: dict[str, Section] = {
         Section("concurrency", concurrency.run, "ping under 100 searches + 20 streams"),
         Section("relay_ollama", relay.run_ollama, "relay cost per token", ("ollama100",)),
         Section("save", save.run, "save_summary, 100 to 100,000 rows", ("ollama100",)),
+        Section("stores", save.run_stores, "save_summary: CSV vs PostgreSQL", ("ollama100",)),
+        Section(
+            "failover", failover.run, "two replicas behind HAProxy: drafts, kill -9", ("ollama100",)
+        ),
         Section("search_quality", search_quality.run, "precision beside pure vector and BM25"),
         Section("model_workers", model_process.run, "aggregate tok/s, 1 vs 2 model processes"),
         Section("steer", steer.run, "first token with and without the per-patient biases"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -39,7 +40,7 @@ from ..config import Config, StartupError, check_access
 from ..jsonrpc import INVALID_REQUEST, PARSE_ERROR, RPCError, error_reply, parse
 from ..metrics import CONTENT_TYPE
 from ..tools import App
-from .base import LOOPBACK_NAMES, Policy, RefusalLog
+from .base import LOOPBACK_NAMES, Policy, RefusalLog, host_name
 from .sdk import build_server
 
 log = logging.getLogger("HTTP")
@@ -70,11 +71,18 @@ class _SdkClosedItsOwnStream(logging.Filter):
 logging.getLogger("mcp.server.streamable_http").addFilter(_SdkClosedItsOwnStream())
 
 
-def content_security_policy(ws_port: int | None) -> str:
-    """The CSP of every response: our own files only; the page may open our WebSocket."""
+# A Host name that may stand in a CSP source: letters, digits, dots and hyphens only.
+_HOST_NAME = re.compile(r"[A-Za-z0-9.-]{1,253}")
+
+
+def content_security_policy(ws_port: int | None, host: str | None = None) -> str:
+    """The CSP of every response: our own files only; the page may open our WebSocket, on
+    the loopback names and on `host`, the name the page was asked for (a load balancer's)."""
     # Not "[::1]": CSP host-sources cannot be IPv6 literals (Chromium logs the policy as
     # invalid and ignores that source), so the page is for 127.0.0.1 and localhost.
-    names = sorted(n for n in LOOPBACK_NAMES if not n.startswith("["))
+    names = sorted(
+        {n for n in LOOPBACK_NAMES if not n.startswith("[")} | ({host} if host else set())
+    )
     ws = "".join(f" ws://{name}:{ws_port}" for name in names) if ws_port else ""
     return (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -110,20 +118,36 @@ class _Guard:
     """Sets the CSP on every response; refuses protected paths as `Policy.refuse` says (401
     with WWW-Authenticate, 403), and a POST to /mcp that is not JSON (415)."""
 
-    def __init__(self, app: ASGIApp, policy: Policy, csp: str) -> None:
+    def __init__(self, app: ASGIApp, policy: Policy, ws_port: int | None) -> None:
         self.app = app
         self.policy = policy
-        self.csp = csp
+        self.ws_port = ws_port
+        self.csp = content_security_policy(ws_port)
         self._refusals = RefusalLog()
+
+    def _csp(self, scope: Scope) -> str:
+        """Behind a load balancer the page is asked for by the balancer's name, and opens the
+        WebSocket there: that name joins connect-src, if the Host check accepts it."""
+        name = host_name(Headers(scope=scope).get("host", ""))
+        if (
+            not name
+            or name in LOOPBACK_NAMES
+            or not _HOST_NAME.fullmatch(name)
+            or (self.policy.check_host and name not in self.policy.hosts)
+        ):
+            return self.csp
+        return content_security_policy(self.ws_port, name)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        csp = self._csp(scope)
+
         async def send_with_csp(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["Content-Security-Policy"] = self.csp
+                MutableHeaders(scope=message)["Content-Security-Policy"] = csp
             await send(message)
 
         path: str = scope["path"]
@@ -301,7 +325,7 @@ def build_asgi(
     ]
     if ws_port is not None:  # the page is a client of the WebSocket face
         routes += web.routes(ws_port, policy.needs_token)
-    return _Guard(Starlette(routes=routes), policy, content_security_policy(ws_port))
+    return _Guard(Starlette(routes=routes), policy, ws_port)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -91,21 +91,24 @@ function askToken(message) {
   $("token").focus();
 }
 
-async function connect() {
+// Connects; true once connected. `retrying`: one attempt of `reconnect`, which keeps the
+// "Reconnecting…" line and says nothing of a failure (it tries again).
+async function connect(retrying = false) {
   const { ws_port: port, auth_required: needsToken } = state.config;
   const token = needsToken ? sessionStorage.getItem(TOKEN_KEY) : null;
   if (needsToken && !token) {
     setConnected(false, "Waiting for the access token");
     askToken();
-    return;
+    return false;
   }
   const url = `ws://${location.hostname}:${port}/`;
-  setConnected(false, `Connecting to ${url}…`);
+  if (!retrying) setConnected(false, `Connecting to ${url}…`);
   $("reconnect").hidden = true;
   const conn = new Connection(url, token, { onFrame: logFrame, onClose: lost });
   try {
     await conn.open();
   } catch {
+    if (retrying) return false;
     if (needsToken) {
       sessionStorage.removeItem(TOKEN_KEY);
       setConnected(false, "Not connected", "error");
@@ -116,19 +119,42 @@ async function connect() {
       setConnected(false, `Cannot reach the server at ${url}: is it running?`, "error");
       $("reconnect").hidden = false;
     }
-    return;
+    return false;
   }
   state.conn = conn;
   $("token-form").hidden = true;
   setConnected(true, `Connected to ${url}`);
   loadSaved();
+  return true;
 }
+
+// A lost connection is taken up again on its own: behind a load balancer the next one lands
+// on another replica, which finds the summary being edited by its summary_id (PostgreSQL
+// store). Nothing on the page is cleared, so an edit in progress is kept and can be saved.
+const RETRY_MS = [100, 250, 500, 1000, 2000, 4000];
+const RETRIES = 20; // about a minute, then the Reconnect button
+let reconnecting = false;
 
 function lost(event) {
   state.conn = null;
   const why = event.reason ? `: ${event.reason}` : "";
-  setConnected(false, `Disconnected (code ${event.code}${why})`, "error");
-  $("reconnect").hidden = false;
+  reconnect(`Disconnected (code ${event.code}${why})`);
+}
+
+async function reconnect(why) {
+  if (reconnecting) return;
+  reconnecting = true;
+  try {
+    for (let attempt = 0; attempt < RETRIES; attempt++) {
+      setConnected(false, `Reconnecting… (${why}; what you are editing is kept)`);
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]));
+      if (await connect(true)) return;
+    }
+    setConnected(false, `${why}: the server does not answer`, "error");
+    $("reconnect").hidden = false;
+  } finally {
+    reconnecting = false;
+  }
 }
 
 function call(method, params, onNotify) {
@@ -624,7 +650,7 @@ function wire() {
     $("token").value = "";
     connect();
   });
-  $("reconnect").addEventListener("click", connect);
+  $("reconnect").addEventListener("click", () => connect());
   $("search-form").addEventListener("submit", search);
   $("summarize").addEventListener("click", summarize);
   $("cancel").addEventListener("click", cancel);
