@@ -109,6 +109,7 @@ class Model:
         if not template:
             raise ValueError(f"model {model_path} has no chat template in its metadata")
         self._first: dict[str, frozenset[int]] = {}  # word -> the tokens that can start it
+        self._pieces: dict[int, str] = {}  # token -> its text, stripped and lower-cased
         vocab = self._llm._model
         self._format = Jinja2ChatFormatter(
             template,
@@ -147,10 +148,18 @@ class Model:
             kept |= self._starts(word)
         for word in avoid:
             for token in self._starts(word) - kept:
-                piece = self._llm.detokenize([token]).decode("utf-8", "ignore").strip().lower()
+                piece = self._piece(token)
                 if (len(piece) >= 3 and word.lower().startswith(piece)) or piece == word.lower():
                     banned[token] = -100.0
         return banned
+
+    def _piece(self, token: int) -> str:
+        """A token's text, stripped and lower-cased (cached)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            text = self._llm.detokenize([token]).decode("utf-8", "ignore")
+            piece = self._pieces[token] = text.strip().lower()
+        return piece
 
     def generate(self, request: Request, send: Any) -> None:
         """Stream `request` through `send(text)`; stops within one token of `cancelled`."""
