@@ -116,6 +116,22 @@ def ws_answers(url: str, timeout: float) -> bool:
         return False
 
 
+def model_pids(parent: int) -> list[int]:
+    """The embedded model processes (`runner.py`) whose parent is `parent`, zombies left out."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == parent and state != "Z" and b"runner.py" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS/VmHWM in KiB from /proc: no psutil needed, and VmHWM is the true peak."""
     out: dict[str, int] = {}

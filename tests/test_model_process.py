@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.harness import model_pids
 from clinsum.backends.embedded import EmbeddedBackend
 
 from .conftest import REPO, ServerProcess, free_port, server_args
@@ -31,23 +32,6 @@ from .rpc import HttpPeer, Peer, StdioPeer, wait_until
 GUARD = 60  # seconds: only a hang reaches this
 KILLS = 20  # kill cycles in `make test`; `make stress` runs 200
 SIGNALS = (signal.SIGKILL, signal.SIGSEGV)
-
-
-def model_pids(parent: int) -> list[int]:
-    """The model processes (`runner.py`) whose parent is `parent`, zombies left out."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == parent and state != "Z" and b"runner.py" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def alive(pid: int) -> bool:

@@ -12,31 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
-from bench.harness import RUN_DIR, Context, Row, log, proc_status, single, summary
+from bench.harness import RUN_DIR, Context, Row, log, model_pids, proc_status, single, summary
 from bench.harness import server as running_server
 from tests.rpc import Peer
 
 CONCURRENT = (1, 2, 4)
 ROUNDS = 3
 MAX_TOKENS = 160
-
-
-def model_pids(parent: int) -> list[int]:
-    """The server's model processes (`runner.py` children)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == parent and b"runner.py" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 async def aggregate_rate(peers: list[Peer], k: int, round_no: int) -> tuple[float, float]:

@@ -59,29 +59,24 @@ async def run(ctx: Context) -> list[Row]:
     got = await asyncio.to_thread(measure, patients, threads)
     ctx.raw["steer"] = got
     note = f"{N_PATIENTS} patients, each with and without, alternating which goes first"
-    return [
-        Row(
-            "steer_ttft",
-            "Strict summary's first token, with the per-patient biases",
-            "ms",
-            summary(got["ttft_on"]),
-            summary(got["ttft_off"]),
-            "the same without them",
-            compare="ratio",
-            target="≤ 1.10×",
-            ok=summary(got["ttft_on"])["median"] <= 1.1 * summary(got["ttft_off"])["median"],
-            note=note,
-        ),
-        Row(
-            "steer_whole",
-            "Strict summary's model part, whole, with the per-patient biases",
-            "ms",
-            summary(got["whole_on"]),
-            summary(got["whole_off"]),
-            "the same without them",
-            compare="ratio",
-            target="≤ 1.10×",
-            ok=summary(got["whole_on"])["median"] <= 1.1 * summary(got["whole_off"])["median"],
-            note=note,
-        ),
-    ]
+    rows = []
+    for key, figure in (
+        ("ttft", "Strict summary's first token, with the per-patient biases"),
+        ("whole", "Strict summary's model part, whole, with the per-patient biases"),
+    ):
+        on, off = summary(got[f"{key}_on"]), summary(got[f"{key}_off"])
+        rows.append(
+            Row(
+                f"steer_{key}",
+                figure,
+                "ms",
+                on,
+                off,
+                "the same without them",
+                compare="ratio",
+                target="≤ 1.10×",
+                ok=on["median"] <= 1.1 * off["median"],
+                note=note,
+            )
+        )
+    return rows
