@@ -274,3 +274,22 @@ def test_a_parent_killed_with_sigkill_leaves_no_model_process() -> None:
     finally:
         parent.kill()
         parent.wait(GUARD)
+
+
+def test_sigterm_stops_the_server_and_its_model_process(data_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM ends the server within its usual bound, and the model process with it: the
+    server closes the process's stdin, and it exits."""
+    server = ServerProcess(server_args(data_dir, tmp_path / "s.csv")).wait_ready()
+    try:
+        assert server.wait_for("model process 1 (pid", GUARD)
+        deadline = time.monotonic() + GUARD
+        while not model_pids(server.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (child,) = model_pids(server.pid)
+        assert server.stop(timeout=10) == 0
+        deadline = time.monotonic() + 10
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(child), "the model process outlived the server"
+    finally:
+        server.kill()

@@ -313,6 +313,7 @@ class EmbeddedBackend:
             worker.state, worker.reason = "failed", f"cannot start the model process: {exc}"
             return False
         worker.proc = proc
+        log.info("model process %d (pid %d) loading %s", worker.number, proc.pid, self.path.name)
         worker.send(
             {
                 "op": "init",
