@@ -132,6 +132,16 @@ def model_pids(parent: int) -> list[int]:
     return found
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `timeout` seconds; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """VmRSS/VmHWM in KiB from /proc: no psutil needed, and VmHWM is the true peak."""
     out: dict[str, int] = {}

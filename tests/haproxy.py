@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import free_port
+from bench.harness import free_port, stop_process
 
 START_TIMEOUT_S = 10
 
@@ -92,12 +92,7 @@ class HAProxy:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            stop_process(self.proc)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

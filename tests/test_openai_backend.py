@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.harness import stop_process
 from clinsum.backends import create_backend
 from clinsum.backends.base import LLMError
 from clinsum.backends.embedded import default_model_path
@@ -60,12 +61,7 @@ def llama_server() -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 async def collect(stream: AsyncIterator[str]) -> list[str]:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import stop_process
 from bench.search_quality import FILES, clinical_words, misspelled_queries, truth
 from clinsum import datagen
 from clinsum.embeddings import Embedder, load_embedder
@@ -592,12 +593,7 @@ def chroma_run(folder: Path) -> Iterator[str]:
                 time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
