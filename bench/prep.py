@@ -58,7 +58,7 @@ def ensure_index(n: int, log: Callable[[str], None] = print) -> tuple[dict, Any,
     """Open (building if needed) the index for `n` patients: (build figures, patients,
     index). The figures of the build that made it are kept beside it, since a reused index
     cannot be timed again."""
-    from clinsum import recordcache
+    from clinsum import records
     from clinsum.embeddings import load_embedder
     from clinsum.search import PatientIndex
 
@@ -67,7 +67,7 @@ def ensure_index(n: int, log: Callable[[str], None] = print) -> tuple[dict, Any,
     record = build_record(n)
     t0 = time.perf_counter()
     # As the server reads them: validated once, then from `<file>.records.jsonl`.
-    patients = recordcache.load(path).patients
+    patients = records.load(path).patients
     load_s = time.perf_counter() - t0
     cpu0, t1 = time.process_time(), time.perf_counter()
     load1 = os.getloadavg()[0]

@@ -474,7 +474,7 @@ def scale(n: int) -> dict[str, Any]:
     """Cold build, warm re-open and search latency at `n` generated patients."""
     import prep
 
-    from clinsum import recordcache
+    from clinsum import records
     from clinsum.embeddings import load_embedder
     from clinsum.search import PatientIndex
 
@@ -497,10 +497,10 @@ def scale(n: int) -> dict[str, Any]:
             path, copy
         )
         t0 = time.perf_counter()
-        recordcache.load(copy)  # validates, and writes the records cache
+        records.load(copy)  # validates, and writes the records cache
         validate_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        patients = recordcache.load(copy).patients  # what every later start-up does
+        patients = records.load(copy).patients  # what every later start-up does
         load_s = time.perf_counter() - t0
         rss_loaded = peak_rss_mib()
         t0 = time.perf_counter()

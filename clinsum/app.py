@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from contextlib import suppress
 
-from . import recordcache
+from . import records
 from .backends import Backend, LLMError, create_backend
 from .config import Config, StartupError
 from .prompt import build_messages, prefill
@@ -33,7 +33,7 @@ async def build_app(config: Config) -> App:
     if config.data_note:
         server_log.info("%s", config.data_note)
     try:
-        loaded = await asyncio.to_thread(recordcache.load, config.data)
+        loaded = await asyncio.to_thread(records.load, config.data)
     except RecordError as exc:
         raise StartupError(str(exc)) from None
     patients = loaded.patients

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import logs
 from .backends import KINDS
 from .faces.base import Policy
-from .legacy import data as legacy_data
+from .records import default_data_file
 from .prompt import STYLES
 
 DEFAULT_PORT = 8765
@@ -244,7 +244,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
         p.error(f"--store: {store_error}")
     if a.draft_ttl is None:
         p.error("--draft-ttl must be a duration such as 3600, 90s, 30m, 24h or 7d (above 0)")
-    data, data_note = (a.data, "") if a.data else legacy_data.default_data_file()
+    data, data_note = (a.data, "") if a.data else default_data_file()
     return Config(
         host=a.host,
         port=a.port,

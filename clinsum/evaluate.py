@@ -27,9 +27,8 @@ from typing import Any
 from .backends import create_backend
 from .digest import Digest, digest
 from .grounding import Grounding, check, course
-from .legacy import data as patient_files
 from .prompt import build_messages, model_part_done, prefill
-from .records import Patient
+from .records import Patient, formats
 from .steering import focus, steer
 
 NUMBER_KINDS = frozenset({"age", "bp", "sugar", "number"})
@@ -347,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = Path(a.model_path).stem if a.model_path else "SmolLM2-135M-Instruct.Q4_1"
     reports, summaries = {}, {}
     for path in a.data or [Path("patient_data.csv")]:
-        patients = list(patient_files.load(path).patients.values())
+        patients = list(formats.load(path).patients.values())
         names = [q.name for q in patients]
         graded = asyncio.run(summarize_all(patients[: a.limit], a.max_tokens, a.model_path, names))
         reports[path.name] = report(graded)

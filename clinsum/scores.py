@@ -7,13 +7,6 @@ and shown on that same scale. Pure and import-free, so that clients use it too.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .records import Patient
-
-SCALES = (1.0, 10.0)
-
 
 def format_score(value: float, scale: float = 1.0) -> str:
     """6.6 on a 0-10 scale -> "6.6/10"; 0.487 on a 0-1 scale -> "49%".
@@ -24,8 +17,3 @@ def format_score(value: float, scale: float = 1.0) -> str:
     if scale == 10.0:
         return f"{round(value, 2):g}/10"
     return f"{value:.0%}"
-
-
-def format_risk(patient: Patient) -> str:
-    """The patient's risk score as every reader sees it (prompt, prefill, clients)."""
-    return format_score(patient.risk_score, patient.score_scale)

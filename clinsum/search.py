@@ -45,7 +45,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from clinsum import logs, recordcache
+from clinsum import logs, records
 from clinsum.phrases import (
     STOPWORDS,
     Form,
@@ -60,8 +60,7 @@ from clinsum.phrases import (
     whole_query,
 )
 from clinsum.phrases import key as phrase_key
-from clinsum.recordcache import Records
-from clinsum.records import Patient, RecordError, file_hash
+from clinsum.records import Patient, RecordError, Records, file_hash
 from clinsum.spelling import LETTERS, Speller, load_dictionary, vocabulary_words
 
 if TYPE_CHECKING:
@@ -726,7 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup("info")
     try:
-        patients = recordcache.load(args.data).patients
+        patients = records.load(args.data).patients
         index = PatientIndex.open(patients, args.data, chroma_url=args.chroma_url)
         found = index.find(args.query, args.top_k) if args.query else Found([])
     except (RecordError, SearchError) as exc:

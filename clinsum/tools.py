@@ -41,8 +41,7 @@ from .jsonrpc import (
 )
 from .metrics import Metrics
 from .prompt import STYLES, build_messages, default_style, model_part_done, prefill
-from .recordcache import Records
-from .records import Patient
+from .records import Patient, Records
 from .search import (
     MAX_QUERY_CHARS,
     MAX_TOP_K,

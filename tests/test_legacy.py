@@ -24,7 +24,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from clinsum.config import Config
 from clinsum.faces.ws import running
-from clinsum.legacy import data, text
+from clinsum.legacy import text
+from clinsum.records import formats
 from clinsum.legacy.protocol import ALIASES, FrameEvents
 from clinsum.search import PatientIndex
 from clinsum.store import SummaryStore
@@ -203,7 +204,7 @@ def original_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def patients_and_index(original_folder: Path) -> tuple[dict, PatientIndex]:
     path = original_folder / "patients_data.csv"
-    patients = data.load(path).patients
+    patients = formats.load(path).patients
     return patients, PatientIndex.open(patients, path, show_progress=False)
 
 
@@ -257,7 +258,7 @@ async def test_search_text_parsed_as_the_originals_client_does(client: OriginalC
     header, blank, *lines = found.rstrip("\n").split("\n")
     assert header == f"Found {len(lines)} patients matching 'diabetes':" and blank == ""
     assert 1 <= len(lines) <= 5 and found.endswith("\n")
-    patients = data.load(ORIGINAL / "patients_data.csv").patients
+    patients = formats.load(ORIGINAL / "patients_data.csv").patients
     for i, line in enumerate(lines, 1):
         # The original's client: the id is what follows "ID:" up to the first "|".
         pid = int(line.split("|")[0].split(":")[1].strip())
@@ -359,7 +360,7 @@ async def test_canonical_tools_on_the_same_socket_show_scale_and_extras(
         {"name": "search", "arguments": {"query": "diabetes", "filters": {"min_risk": 7}}},
     )
     results = found["result"]["structuredContent"]["results"]
-    patients = data.load(ORIGINAL / "patients_data.csv").patients
+    patients = formats.load(ORIGINAL / "patients_data.csv").patients
     assert results and all(patients[h["patient_id"]].risk_score >= 7 for h in results)
 
 

@@ -458,7 +458,7 @@ def test_claim_stdout_keeps_c_level_writes_off_the_protocol() -> None:
 # stdio, as llama.cpp or a Chroma extension may while the server loads.
 NOISY_LOADING = """
 import ctypes, runpy, sys
-import clinsum.recordcache as records
+import clinsum.records as records
 libc = ctypes.CDLL(None)
 load = records.load
 def noisy_load(path):

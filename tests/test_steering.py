@@ -10,7 +10,7 @@ import pytest
 
 from clinsum.digest import digest
 from clinsum.grounding import check
-from clinsum.legacy import data as patient_files
+from clinsum.records import formats
 from clinsum.prompt import prefill
 from clinsum.records import Patient
 from clinsum.steering import FEMALE_PRONOUNS, MALE_PRONOUNS, focus, heading, steer
@@ -31,7 +31,7 @@ def blocking(text: str, patient: Patient, names: tuple[str, ...] = ()) -> list[s
 def test_every_prefill_passes_the_check_with_an_empty_model_part(path: Path) -> None:
     """What the prefill writes from the record, the check supports, for every patient of
     both files."""
-    patients = list(patient_files.load(path).patients.values())
+    patients = list(formats.load(path).patients.values())
     names = tuple(p.name for p in patients)
     flagged = {
         p.patient_id: found

@@ -51,10 +51,10 @@ def measure(patients: list, model_threads: int) -> dict[str, list[float]]:
 
 async def run(ctx: Context) -> list[Row]:
     from clinsum.backends.embedded import EmbeddedBackend
-    from clinsum.legacy import data as patient_files
+    from clinsum.records import formats
 
     log(f"steering: {N_PATIENTS} strict summaries with and without the per-patient biases")
-    patients = list(patient_files.load(ctx.small).patients.values())[:N_PATIENTS]
+    patients = list(formats.load(ctx.small).patients.values())[:N_PATIENTS]
     threads = EmbeddedBackend().threads
     got = await asyncio.to_thread(measure, patients, threads)
     ctx.raw["steer"] = got

@@ -1,8 +1,8 @@
-"""Patient files as users have them, translated to canonical rows for `records.validate`.
+"""Patient files as users have them, translated to canonical rows for `parse.validate`.
 
 Three shapes are read, told apart by the file itself (its extension, first character and
 columns), never by its name:
-- the canonical CSV (`records.COLUMNS`, visits as JSON), which is also the original tool's
+- the canonical CSV (`parse.COLUMNS`, visits as JSON), which is also the original tool's
   `patients_data.csv` apart from its visit keys (`visit_date`, `medical_history`,
   `current_medications`) and its extra per-visit scores (`symptom_score`, `bp_risk`,
   `sugar_risk`, `age_factor`);
@@ -14,7 +14,7 @@ Translation only renames and re-spells what real exports write: "128/82 mmHg" an
 "135.0/87.0" become "128/82" and "135/87", a decimal glucose is rounded to whole mg/dL (said
 once in the log), an ISO timestamp becomes its date, `M`/`F` become Male/Female, and
 `none`/`None`/empty mean no entries. Anything else is passed on unchanged, so that
-`records.validate` refuses it as it refuses any bad file, naming file, line and field
+`parse.validate` refuses it as it refuses any bad file, naming file, line and field
 ("12/ab", a diastolic above the systolic, an age of 300).
 
 The score scale is detected per file: any base or risk score above 1 puts the whole file on
@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..records import COLUMNS, Patient, RawRecord, RecordError, read_csv, validate
+from .csvfile import read_csv
+from .model import Patient, RecordError
+from .parse import COLUMNS, RawRecord, validate
 
 CANONICAL_DEFAULT = Path("patient_data.csv")
 ORIGINAL_DEFAULT = Path("patients_data.csv")  # the original tool's file name
@@ -60,9 +62,6 @@ VISIT_TEXT_KEYS = frozenset(
     {"visit_date", "symptoms", "bp", "medical_history", "current_medications", "outcome", "notes"}
 )
 SCORE_KEYS = ("base_score", "risk_score")
-LIST_FIELDS = ("current_symptoms", "medical_history", "current_medications")
-VISIT_LIST_FIELDS = ("symptoms", "history", "medications")
-NO_ENTRIES = frozenset({"", "none"})  # compared lower-cased: none, None, NONE
 GENDERS = {"m": "Male", "f": "Female"}
 
 _BP = re.compile(r"(\d{2,3})(?:\.0*)?\s*/\s*(\d{2,3})(?:\.0*)?\s*(?:mm\s*hg)?", re.I)
@@ -120,10 +119,6 @@ class _Translator:
             return value
 
     @staticmethod
-    def entries(value: Any) -> Any:
-        return "" if isinstance(value, str) and value.strip().lower() in NO_ENTRIES else value
-
-    @staticmethod
     def gender(value: Any) -> Any:
         return GENDERS.get(value.strip().lower(), value) if isinstance(value, str) else value
 
@@ -132,9 +127,6 @@ class _Translator:
         if not isinstance(raw, dict):
             return raw
         out = {VISIT_RENAMES.get(k, k): v for k, v in raw.items()}
-        for key in VISIT_LIST_FIELDS:
-            if key in out:
-                out[key] = self.entries(out[key])
         if "bp" in out:
             out["bp"] = self.bp(out["bp"])
         if "sugar" in out:
@@ -143,18 +135,17 @@ class _Translator:
             out["date"] = self.date(out["date"])
         return out
 
-    def row(self, raw: dict[str, Any], visits: list[Any] | str) -> dict[str, str]:
-        """A canonical row (text values) from a patient's fields and their visits."""
-        row = {c: _text(raw.get(c, "")) for c in COLUMNS if c != "visit_history"}
-        for key in LIST_FIELDS:
-            row[key] = self.entries(row[key])
+    def row(self, raw: dict[str, Any], visits: list[Any] | str) -> dict[str, Any]:
+        """A canonical row (text values; the visits decoded) from a patient and their visits."""
+        row: dict[str, Any] = {c: _text(raw.get(c, "")) for c in COLUMNS if c != "visit_history"}
         row["gender"] = self.gender(row["gender"])
         row["current_bp"] = self.bp(row["current_bp"])
         row["current_sugar"] = self.sugar(row["current_sugar"], as_text=True)
-        if isinstance(visits, str):  # not JSON: the validator says why
-            row["visit_history"] = visits
-        else:
-            row["visit_history"] = json.dumps([self.visit(v) for v in visits])
+        # Decoded once, here: the validator reads the list as it is (text that is not a JSON
+        # list is handed on, and the validator says why).
+        row["visit_history"] = (
+            visits if isinstance(visits, str) else [self.visit(v) for v in visits]
+        )
         return row
 
     def notes(self) -> list[str]:
@@ -284,10 +275,7 @@ def _item_lines(text: str) -> Iterator[int]:
 
 def _scores(record: RawRecord) -> Iterator[Any]:
     yield from (record.row.get(k) for k in SCORE_KEYS)
-    try:
-        visits = json.loads(record.row.get("visit_history") or "[]")
-    except json.JSONDecodeError:
-        return  # the validator says why
+    visits = record.row.get("visit_history")
     for visit in visits if isinstance(visits, list) else ():
         if isinstance(visit, dict):
             yield from (visit.get(k) for k in SCORE_KEYS)
@@ -315,7 +303,7 @@ def _kind(path: Path) -> str:
 
 
 def load(path: str | Path) -> Loaded:
-    """Patients from any of the three shapes, validated by `records.validate`.
+    """Patients from any of the three shapes, validated by `parse.validate`.
 
     Raises:
         RecordError: the file cannot be read or has invalid records; the message names the
@@ -364,3 +352,17 @@ def default_data_file(folder: Path = Path()) -> tuple[Path, str]:
             "from this folder (pass --data to choose another file)"
         )
     return CANONICAL_DEFAULT, ""
+
+
+def load_patients(path: str | Path) -> dict[int, Patient]:
+    """All patients of a canonical CSV by id, in file order, scores on 0-1.
+
+    Raises:
+        RecordError: the file is missing, unreadable or has invalid records; the message
+            lists each problem with its file, line, field and value.
+    """
+    columns, records = read_csv(path)
+    missing = [c for c in COLUMNS if c not in columns]
+    if missing:
+        raise RecordError(f"{path}: missing column(s): {', '.join(missing)}")
+    return validate(path, records)

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from clinsum.config import parse_args
-from clinsum.legacy import data
+from clinsum.records import formats
 from clinsum.prompt import build_messages, prefill
 from clinsum.records import RecordError, load_patients
 from clinsum.render import Screen
@@ -37,7 +37,7 @@ DETAILED_HEADER = (
 
 @pytest.mark.parametrize("name", FILES)
 def test_each_original_file_loads_with_patient_11_and_its_four_visits(name: str) -> None:
-    loaded = data.load(ORIGINAL / name)
+    loaded = formats.load(ORIGINAL / name)
     assert loaded.scale == 10.0
     assert list(loaded.patients) == list(range(1, 101))
     p = loaded.patients[11]
@@ -70,7 +70,7 @@ def test_each_original_file_loads_with_patient_11_and_its_four_visits(name: str)
 
 
 def test_the_three_files_give_the_same_patients() -> None:
-    csv_rows, json_list, per_visit = (data.load(ORIGINAL / n).patients for n in FILES)
+    csv_rows, json_list, per_visit = (formats.load(ORIGINAL / n).patients for n in FILES)
     assert csv_rows == json_list == per_visit
 
 
@@ -78,15 +78,15 @@ def test_file_shape_is_told_by_content_not_name(tmp_path: Path) -> None:
     """A JSON file saved as .txt and a per-visit CSV under any name are still recognised."""
     shutil.copy(ORIGINAL / "patients_data.json", tmp_path / "export.txt")
     shutil.copy(ORIGINAL / "patients_detailed.csv", tmp_path / "visits.csv")
-    assert data.load(tmp_path / "export.txt").kind == "a JSON list of patients"
-    assert data.load(tmp_path / "visits.csv").kind == "one row per visit"
-    canonical = data.load(REPO / "patient_data.csv")
+    assert formats.load(tmp_path / "export.txt").kind == "a JSON list of patients"
+    assert formats.load(tmp_path / "visits.csv").kind == "one row per visit"
+    canonical = formats.load(REPO / "patient_data.csv")
     assert (canonical.kind, canonical.scale) == ("one row per patient", 1.0)
     assert canonical.patients == load_patients(REPO / "patient_data.csv")
 
 
 def test_none_means_no_entries_never_a_condition() -> None:
-    p = data.load(ORIGINAL / "patients_data.csv").patients[3]
+    p = formats.load(ORIGINAL / "patients_data.csv").patients[3]
     assert (p.medical_history, p.current_medications) == ("", "")
     assert p.conditions() == [] and p.medications() == []
     assert p.visit_history[-1].history == "" and p.visit_history[-1].medications == ""
@@ -95,7 +95,7 @@ def test_none_means_no_entries_never_a_condition() -> None:
 
 
 def test_scores_read_and_shown_on_the_files_scale() -> None:
-    p = data.load(ORIGINAL / "patients_data.csv").patients[11]
+    p = formats.load(ORIGINAL / "patients_data.csv").patients[11]
     assert "Risk score 6.6/10." in prefill(p)
     assert "Risk score: 6.6/10" in build_messages(p, "narrative")[1]["content"]
     canonical = load_patients(REPO / "patient_data.csv")[1]
@@ -112,11 +112,11 @@ def test_one_score_above_1_puts_the_whole_file_on_0_to_10(tmp_path: Path) -> Non
         low.append(_csv_line(cells))
     path = tmp_path / "low.csv"
     path.write_text("\n".join(low) + "\n")
-    assert data.load(path).scale == 1.0
+    assert formats.load(path).scale == 1.0
     cells = next(csv.reader([low[1]]))
     cells[15] = "6"  # the first visit's risk score
     path.write_text("\n".join([low[0], _csv_line(cells), low[2]]) + "\n")
-    loaded = data.load(path)
+    loaded = formats.load(path)
     assert loaded.scale == 10.0
     # Never mixed: the other scores are 0-10 scores too, shown as such.
     assert loaded.patients[1].risk_score == 0.5 and "0.5/10" in prefill(loaded.patients[1])
@@ -160,7 +160,7 @@ def test_the_scale_is_0_to_10_when_any_one_score_is_above_1(tmp_path: Path, abov
     refused); the threshold taken as 1 or above (`>= 1`)."""
     path = _scored_file(tmp_path / "scored.csv", above_1)
     try:
-        loaded = data.load(path)
+        loaded = formats.load(path)
     except RecordError as exc:
         pytest.fail(f"a score above 1 at {above_1} was not seen: read on 0-1, refused: {exc}")
     assert loaded.scale == 10.0
@@ -168,7 +168,7 @@ def test_the_scale_is_0_to_10_when_any_one_score_is_above_1(tmp_path: Path, abov
     assert format_risk(loaded.patients[2]) == "1/10"
     assert "Risk score 1/10." in prefill(loaded.patients[2])
 
-    at_most_1 = data.load(_scored_file(tmp_path / "unit.csv", None))
+    at_most_1 = formats.load(_scored_file(tmp_path / "unit.csv", None))
     assert at_most_1.scale == 1.0
     assert [p.score_scale for p in at_most_1.patients.values()] == [1.0, 1.0]
     assert format_risk(at_most_1.patients[2]) == "100%"
@@ -195,7 +195,7 @@ def test_real_export_spellings_are_accepted(tmp_path: Path, caplog) -> None:
         "albuterol,4,4,2,2,4.2,4.6,inhaler,second visit",
         "8,Ben Ode,70,M,2022-01-05,none,142/90,99,none,none,1,6,0,8,5.0,5.5,ok,7",
     )
-    loaded = data.load(path)
+    loaded = formats.load(path)
     ana, ben = loaded.patients[7], loaded.patients[8]
     assert (ana.gender, ben.gender) == ("Female", "Male")
     assert (ana.current_bp, ana.current_sugar, ana.medical_history) == ("135/87", 140, "asthma")
@@ -225,7 +225,7 @@ def test_variants_inside_a_one_row_per_patient_file(tmp_path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(src[0]))
         writer.writeheader()
         writer.writerows(src)
-    p = data.load(path).patients[1]
+    p = formats.load(path).patients[1]
     assert (p.current_bp, p.gender) == ("179/103", "Female")
     assert (p.visit_history[0].date, p.visit_history[0].bp, p.visit_history[0].sugar) == (
         "2026-01-05",
@@ -247,7 +247,7 @@ def test_what_is_really_wrong_is_refused_with_file_line_and_field(
 ) -> None:
     path = _per_visit(tmp_path, row)
     with pytest.raises(RecordError) as err:
-        data.load(path)
+        formats.load(path)
     assert f"{path}, {where}" in str(err.value)
 
 
@@ -259,7 +259,7 @@ def test_a_bad_earlier_visit_names_its_own_line(tmp_path: Path) -> None:
         "9,Cy Dee,50,M,2022-02-05,cough,130/85,99,,,1,1,1,1,2,3,ok,",
     )
     with pytest.raises(RecordError, match=r", line 3, field visit_history\[1\]\.bp: "):
-        data.load(path)
+        formats.load(path)
 
 
 def test_bad_json_record_names_its_place_in_the_list(tmp_path: Path) -> None:
@@ -269,7 +269,7 @@ def test_bad_json_record_names_its_place_in_the_list(tmp_path: Path) -> None:
     # One patient per line after the "[": the third starts on line 4.
     path.write_text("[\n" + ",\n".join(json.dumps(p) for p in patients) + "\n]\n")
     with pytest.raises(RecordError, match=r"p\.json, line 4, field age: "):
-        data.load(path)
+        formats.load(path)
 
 
 def test_default_file_falls_back_to_the_originals(tmp_path: Path, monkeypatch) -> None:
@@ -316,7 +316,7 @@ def test_client_shows_scale_and_extra_visit_fields() -> None:
     screen = Screen()
     out = io.StringIO()
     screen.console = Console(file=out, width=300, color_system=None)
-    record = data.load(ORIGINAL / "patients_data.csv").patients[11].to_dict()
+    record = formats.load(ORIGINAL / "patients_data.csv").patients[11].to_dict()
     screen.patient(record)
     text = out.getvalue()
     assert "6.6/10 (base 6.83/10)" in text
@@ -332,7 +332,7 @@ def test_current_fields_come_from_the_latest_visit_not_the_last_row(tmp_path: Pa
         "9,Cy Dee,51,M,2023-06-01T12:00:00Z,fever,150/95,130,asthma,,1,1,1,1,4,5,ok,",
         "9,Cy Dee,50,M,2021-01-05,rash,118/76,90,,,1,1,1,1,1,2,ok,",
     )
-    p = data.load(path).patients[9]
+    p = formats.load(path).patients[9]
     assert (p.age, p.current_symptoms, p.current_bp, p.risk_score) == (51, "fever", "150/95", 5.0)
     assert [v.date for v in p.visit_history] == ["2022-01-05", "2023-06-01", "2021-01-05"]
 
@@ -344,7 +344,7 @@ def test_the_record_written_part_is_grounded_for_every_original_patient() -> Non
     from clinsum import grounding
     from clinsum.digest import digest
 
-    patients = data.load(ORIGINAL / "patients_data.csv").patients
+    patients = formats.load(ORIGINAL / "patients_data.csv").patients
     names = tuple(p.name for p in patients.values())
     blocked = [
         pid

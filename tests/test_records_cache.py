@@ -1,4 +1,4 @@
-"""The validated-records cache (clinsum/recordcache.py): the same patients as validating the
+"""The validated-records cache (clinsum/records/cache.py): the same patients as validating the
 file, taken from the cache only while the file and the loader's code are unchanged."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clinsum import recordcache
-from clinsum.legacy import data
+from clinsum.records import cache, formats
 from clinsum.records import RecordError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +40,7 @@ def refuse_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(path: object) -> None:
         raise AssertionError("validated the file again instead of reading the cache")
 
-    monkeypatch.setattr(recordcache.patient_files, "load", fail)
+    monkeypatch.setattr(cache.formats, "load", fail)
 
 
 @pytest.mark.parametrize("source", FILES, ids=lambda p: p.name)
@@ -51,11 +50,11 @@ def test_the_cache_gives_exactly_what_validation_gives(
     """Every shape (ours, Synthea, the original's three), every field and extra visit key,
     the scale and the log notes. Mutation caught: a field dropped or re-typed in the cache."""
     path = copy(source, tmp_path)
-    expected = data.load(path)
-    first = recordcache.load(path)  # validates and writes the cache
-    assert recordcache.cache_path(path).stat().st_mode & 0o777 == 0o600  # patient data
+    expected = formats.load(path)
+    first = cache.load(path)  # validates and writes the cache
+    assert cache.cache_path(path).stat().st_mode & 0o777 == 0o600  # patient data
     refuse_validation(monkeypatch)
-    cached = recordcache.load(path)
+    cached = cache.load(path)
     assert cached.patients == expected.patients == first.patients
     assert list(cached.patients) == list(expected.patients)  # file order kept
     assert (cached.kind, cached.scale, cached.notes) == (
@@ -68,21 +67,21 @@ def test_the_cache_gives_exactly_what_validation_gives(
 def test_csv_and_json_of_one_stem_keep_separate_caches(tmp_path: Path) -> None:
     csv_path = copy(ORIGINAL / "patients_data.csv", tmp_path)
     json_path = copy(ORIGINAL / "patients_data.json", tmp_path)
-    assert recordcache.cache_path(csv_path) != recordcache.cache_path(json_path)
-    assert recordcache.load(csv_path).kind != recordcache.load(json_path).kind
+    assert cache.cache_path(csv_path) != cache.cache_path(json_path)
+    assert cache.load(csv_path).kind != cache.load(json_path).kind
 
 
 def test_an_edited_file_is_validated_again(tmp_path: Path, where: str) -> None:
     """Mutation caught: the cache keyed by the file's name or mtime instead of its bytes."""
     path = copy(REPO / "patient_data.csv", tmp_path)
-    before = recordcache.load(path).patients[1].name
+    before = cache.load(path).patients[1].name
     path.write_text(path.read_text().replace(before, "Zelda Quint", 1))
-    assert recordcache.load(path).patients[1].name == "Zelda Quint"
+    assert cache.load(path).patients[1].name == "Zelda Quint"
     path.write_text(path.read_text().replace("Zelda Quint", "Zelda Quint,", 1))
     with pytest.raises(RecordError) as refused:  # a bad edit is refused, not served from cache
-        recordcache.load(path)
+        cache.load(path)
     with pytest.raises(RecordError) as validated:  # with the validator's own words
-        data.load(path)
+        formats.load(path)
     assert str(refused.value) == str(validated.value)
 
 
@@ -90,7 +89,7 @@ def test_new_loader_rules_are_applied_to_a_cached_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = copy(REPO / "patient_data.csv", tmp_path)
-    recordcache.load(path)
+    cache.load(path)
     calls: list[Path] = []
     real = data.load
 
@@ -98,9 +97,9 @@ def test_new_loader_rules_are_applied_to_a_cached_file(
         calls.append(p)
         return real(p)
 
-    monkeypatch.setattr(recordcache.patient_files, "load", counting)
+    monkeypatch.setattr(cache.formats, "load", counting)
     monkeypatch.setattr(recordcache, "_fingerprint", lambda: "other rules")
-    recordcache.load(path)
+    cache.load(path)
     assert calls == [path]
 
 
@@ -109,10 +108,10 @@ def test_new_loader_rules_are_applied_to_a_cached_file(
 )
 def test_a_damaged_cache_is_rebuilt(tmp_path: Path, damage: bytes) -> None:
     path = copy(ORIGINAL / "patients_detailed.csv", tmp_path)
-    expected = recordcache.load(path).patients
-    cache = recordcache.cache_path(path)
+    expected = cache.load(path).patients
+    cache = cache.cache_path(path)
     cache.write_bytes(damage)
-    assert recordcache.load(path).patients == expected
+    assert cache.load(path).patients == expected
     assert cache.read_bytes() != damage
 
 
@@ -124,27 +123,27 @@ def test_a_read_only_folder_still_loads(
     def no_room(*args: object, **kwargs: object) -> int:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(recordcache.os, "open", no_room)
-    assert len(recordcache.load(path).patients) == 59
-    assert not recordcache.cache_path(path).exists()
+    monkeypatch.setattr(cache.os, "open", no_room)
+    assert len(cache.load(path).patients) == 59
+    assert not cache.cache_path(path).exists()
 
 
 @pytest.mark.parametrize("name", ["missing.csv", "folder"])
 def test_a_file_that_cannot_be_read_is_the_loaders_clear_error(tmp_path: Path, name: str) -> None:
     (tmp_path / "folder").mkdir()
     with pytest.raises(RecordError, match=r"not found|not a file"):
-        recordcache.load(tmp_path / name)
+        cache.load(tmp_path / name)
 
 
 def test_a_cache_cut_short_is_rebuilt(tmp_path: Path) -> None:
     """A header that promises more rows than the file holds (a disk filled mid-write by
     another tool, a copy cut short) is not served: patients past the cut would be lost."""
     path = copy(REPO / "patient_data.csv", tmp_path)
-    expected = recordcache.load(path).patients
-    cache = recordcache.cache_path(path)
+    expected = cache.load(path).patients
+    cache = cache.cache_path(path)
     whole = cache.read_bytes()
     cache.write_bytes(whole[:-500])
-    assert recordcache.load(path).patients == expected
+    assert cache.load(path).patients == expected
     assert cache.read_bytes() == whole
 
 
@@ -160,18 +159,18 @@ def test_start_up_decodes_no_patient(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from .scripted import ScriptedBackend
 
     path = copy(REPO / "patient_data.csv", tmp_path)
-    recordcache.load(path)
+    cache.load(path)
     embedder = load_embedder()
-    PatientIndex.open(recordcache.load(path).patients, path, embedder=embedder)  # the index
+    PatientIndex.open(cache.load(path).patients, path, embedder=embedder)  # the index
     decoded: list[int] = []
-    real = recordcache.Records.at
+    real = cache.Records.at
 
-    def counting(self: recordcache.Records, position: int) -> object:
+    def counting(self: cache.Records, position: int) -> object:
         decoded.append(position)
         return real(self, position)
 
-    monkeypatch.setattr(recordcache.Records, "at", counting)
-    patients = recordcache.load(path).patients
+    monkeypatch.setattr(cache.Records, "at", counting)
+    patients = cache.load(path).patients
     index = PatientIndex.open(patients, path, embedder=embedder, show_progress=False)
     app = App(patients, index, ScriptedBackend([]), SummaryStore(tmp_path / "s.csv"))
     assert decoded == []
@@ -184,10 +183,10 @@ def test_start_up_decodes_no_patient(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_records_behave_as_the_mapping_they_replace(tmp_path: Path) -> None:
     path = copy(ORIGINAL / "patients_data.json", tmp_path)
-    validated = data.load(path).patients
-    records = recordcache.load(path).patients
-    assert isinstance(records, recordcache.Records)
-    assert recordcache.Records.of(records) is records
+    validated = formats.load(path).patients
+    records = cache.load(path).patients
+    assert isinstance(records, cache.Records)
+    assert cache.Records.of(records) is records
     assert records == validated and dict(records) == validated
     assert list(records) == list(validated) and len(records) == len(validated)
     first = next(iter(validated))
@@ -205,11 +204,11 @@ def test_a_large_file_is_validated_in_a_child_process(
     when it exits: this process never runs the validator for a large file."""
     monkeypatch.setattr(recordcache, "CHILD_ABOVE_BYTES", 1000)
     path = copy(REPO / "tests" / "data" / "synthea_patients.csv", tmp_path)
-    expected = data.load(path).patients
+    expected = formats.load(path).patients
     refuse_validation(monkeypatch)
-    assert recordcache.load(path).patients == expected
-    assert recordcache.cache_path(path).stat().st_mode & 0o777 == 0o600
-    assert recordcache.load(path).patients == expected  # and from the cache it wrote
+    assert cache.load(path).patients == expected
+    assert cache.cache_path(path).stat().st_mode & 0o777 == 0o600
+    assert cache.load(path).patients == expected  # and from the cache it wrote
 
 
 def test_a_child_that_dies_is_a_clear_error(
@@ -218,16 +217,16 @@ def test_a_child_that_dies_is_a_clear_error(
     """Killed (say, by the OOM killer): the message names the file and the exit status."""
     monkeypatch.setattr(recordcache, "CHILD_ABOVE_BYTES", -1)
     path = copy(ORIGINAL / "patients_detailed.csv", tmp_path)
-    monkeypatch.setattr(recordcache.sys, "executable", "/bin/false")
+    monkeypatch.setattr(cache.sys, "executable", "/bin/false")
     with pytest.raises(RecordError, match=r"validating .*patients_detailed.csv failed \(exit"):
-        recordcache.load(path)
+        cache.load(path)
 
 
 def test_the_child_reports_a_vanished_file_in_words(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Deleted between the server's look and the child's read: a message, not a traceback."""
-    assert recordcache.main([str(tmp_path / "gone.csv")]) == recordcache.INVALID_EXIT
+    assert cache.main([str(tmp_path / "gone.csv")]) == cache.INVALID_EXIT
     assert capsys.readouterr().out.startswith(f"cannot read the patient data file {tmp_path}")
 
 
@@ -240,7 +239,7 @@ def test_the_index_is_keyed_by_the_records_hash_without_reading_the_file_again(
     from clinsum.records import file_hash
 
     path = copy(REPO / "patient_data.csv", tmp_path)
-    records = recordcache.load(path).patients
+    records = cache.load(path).patients
     assert records.source_sha256 == file_hash(path)
 
     def no_second_read(p: object) -> str:
@@ -249,4 +248,4 @@ def test_the_index_is_keyed_by_the_records_hash_without_reading_the_file_again(
     monkeypatch.setattr(search, "file_hash", no_second_read)
     index = search.PatientIndex.open(records, path, embedder=load_embedder(), show_progress=False)
     assert index.search("diabetes", 1)
-    assert recordcache.Records.of(data.load(path).patients).source_sha256 is None
+    assert cache.Records.of(formats.load(path).patients).source_sha256 is None

@@ -15,8 +15,8 @@ patient (name, age, gender, risk) is in the header as columns.
 
 The cache is used only while both of these match what it was written for:
 - the file's bytes (sha256), so an edited file is validated again;
-- the code that reads, validates and stores records (`records.py`, `legacy/data.py`, this
-  file), so a change of the rules (a new accepted spelling, a stricter range) is applied to
+- the code that reads, validates and stores records (every module of this package), so a
+  change of the rules (a new accepted spelling, a stricter range) is applied to
   every file at once.
 Anything else about it (missing, unreadable, truncated, another version) means: load the file
 the slow way and write the cache anew. A cache is never the only copy of anything.
@@ -30,16 +30,15 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import orjson
 
-from .legacy import data as patient_files
-from .records import Patient, RecordError, Visit, file_hash
+from . import formats
+from .formats import Loaded
+from .model import RecordError
+from .parse import file_hash
+from .table import Records
 
 log = logging.getLogger("Server")
 
@@ -47,120 +46,8 @@ FILE_MODE = 0o600
 # Files larger than this (about 6,000 patients) are validated in a child process.
 CHILD_ABOVE_BYTES = 8 << 20
 INVALID_EXIT = 2
-_VISIT = [f.name for f in fields(Visit)]
-_PATIENT = [f.name for f in fields(Patient) if f.name != "visit_history"]
-_LOADER = (
-    Path(__file__).parent / "records.py",
-    Path(patient_files.__file__),
-    Path(__file__),
-)
-
-
-class Records(Mapping[int, Patient]):
-    """Patients by id, in file order, each decoded from its JSON row when asked for.
-
-    Columns every search reads (`names`, `ages`, `genders`, `risks`, by position) are kept
-    decoded; `at(position)` is the patient at a position of the file.
-    """
-
-    def __init__(
-        self,
-        rows: bytes | memoryview,
-        columns: Mapping[str, Any],
-        scale: float,
-        source_sha256: str | None = None,
-    ) -> None:
-        self._rows = memoryview(rows)
-        # The sha256 of the file these records were validated from, when known: the search
-        # index is keyed by it, and need not read and hash the file a second time.
-        self.source_sha256 = source_sha256
-        self._ends = np.asarray(columns["ends"], dtype=np.int64)
-        self.ids: list[int] = list(columns["ids"])
-        self.names: list[str] = list(columns["names"])
-        self.ages = np.asarray(columns["ages"], dtype=np.int16)
-        self.genders: list[str] = list(columns["genders"])
-        self.risks = np.asarray(columns["risks"], dtype=np.float32)
-        self.scale = scale
-        self._position = {pid: i for i, pid in enumerate(self.ids)}
-        columns_of = (self.ids, self.names, self.ages, self.genders, self.risks, self._ends)
-        if len({len(column) for column in columns_of}) != 1:
-            raise ValueError("the columns do not have one entry per patient")
-        if len(self._ends) and self._ends[-1] != len(self._rows):
-            raise ValueError(f"the rows end at byte {len(self._rows)}, not {self._ends[-1]}")
-
-    @classmethod
-    def of(cls, patients: Mapping[int, Patient], scale: float | None = None) -> Records:
-        """`patients` as Records (already Records: themselves)."""
-        if isinstance(patients, Records):
-            return patients
-        rows, ends = bytearray(), []
-        for p in patients.values():
-            rows += orjson.dumps(_row(p))
-            rows += b"\n"
-            ends.append(len(rows))
-        values = list(patients.values())
-        columns = {
-            "ends": ends,
-            "ids": [p.patient_id for p in values],
-            "names": [p.name for p in values],
-            "ages": [p.age for p in values],
-            "genders": [p.gender for p in values],
-            "risks": [p.risk_score for p in values],
-        }
-        if scale is None:
-            scale = max((p.score_scale for p in values), default=1.0)
-        return cls(bytes(rows), columns, scale)
-
-    def columns(self) -> dict[str, Any]:
-        """The cache header's columns as JSON-ready lists: what `__init__` reads back."""
-        return {
-            "ends": self._ends.tolist(),
-            "ids": self.ids,
-            "names": self.names,
-            "ages": self.ages.tolist(),
-            "genders": self.genders,
-            "risks": self.risks.tolist(),
-        }
-
-    def rows(self) -> memoryview:
-        """Every patient's JSON row, each ending in a newline, in file order."""
-        return self._rows
-
-    def at(self, position: int) -> Patient:
-        """The patient at `position` of the file (0-based), decoded now."""
-        start = int(self._ends[position - 1]) if position else 0
-        *values, visits = orjson.loads(self._rows[start : int(self._ends[position])])
-        visit_history = tuple(Visit(*v[:-1], tuple(map(tuple, v[-1]))) for v in visits)
-        return Patient(**dict(zip(_PATIENT, values, strict=True)), visit_history=visit_history)
-
-    def __getitem__(self, patient_id: int) -> Patient:
-        return self.at(self._position[patient_id])
-
-    def __contains__(self, patient_id: object) -> bool:
-        return patient_id in self._position
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.ids)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __eq__(self, other: object) -> bool:
-        # Mapping's own __eq__ compares with dicts only.
-        if not isinstance(other, Mapping):
-            return NotImplemented
-        return len(self) == len(other) and all(
-            pid in other and other[pid] == p for pid, p in self.items()
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-def _row(p: Patient) -> list[Any]:
-    return [
-        *(getattr(p, name) for name in _PATIENT),
-        [[*(getattr(v, name) for name in _VISIT[:-1]), list(v.extra)] for v in p.visit_history],
-    ]
+# The code that reads, validates and stores records: the whole package.
+_LOADER = tuple(sorted(Path(__file__).parent.glob("*.py")))
 
 
 def cache_path(data_path: Path) -> Path:
@@ -177,7 +64,7 @@ def _fingerprint() -> str:
     return digest.hexdigest()
 
 
-def load(path: str | Path) -> patient_files.Loaded:
+def load(path: str | Path) -> Loaded:
     """What `legacy.data.load(path)` returns, from the cache when it is current; its
     `patients` are `Records` either way.
 
@@ -189,7 +76,7 @@ def load(path: str | Path) -> patient_files.Loaded:
         key = _key(path)
         size = path.stat().st_size
     except OSError:  # missing, a folder, unreadable: the loader says which, as a RecordError
-        return patient_files.load(path)
+        return formats.load(path)
     cache = cache_path(path)
     try:
         return _decode(cache.read_bytes(), key)
@@ -208,7 +95,7 @@ def _key(path: Path) -> dict[str, str]:
 
 def _validate(path: Path, key: dict[str, str]) -> bytes:
     """The cache's bytes for `path`: validated here, in this process."""
-    loaded = patient_files.load(path)
+    loaded = formats.load(path)
     records = Records.of(loaded.patients, loaded.scale)
     head = {
         "key": key,
@@ -221,7 +108,7 @@ def _validate(path: Path, key: dict[str, str]) -> bytes:
 
 
 def _validate_in_child(path: Path) -> bytes:
-    """The cache's bytes for `path`, validated by `python -m clinsum.recordcache` (`main`).
+    """The cache's bytes for `path`, validated by `python -m clinsum.records.cache` (`main`).
 
     Validating 100,000 patients takes ~600 MiB that Python's allocator keeps after the objects
     are freed: a server that validated in-process ran at 1.1 GiB for as long as it lived. A
@@ -233,7 +120,7 @@ def _validate_in_child(path: Path) -> bytes:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
     }
     child = subprocess.run(
-        [sys.executable, "-m", "clinsum.recordcache", str(path.resolve())],
+        [sys.executable, "-m", "clinsum.records.cache", str(path.resolve())],
         capture_output=True,
         env=env,
         check=False,
@@ -248,7 +135,7 @@ def _validate_in_child(path: Path) -> bytes:
     )
 
 
-def _decode(data: bytes, key: dict[str, str] | None) -> patient_files.Loaded:
+def _decode(data: bytes, key: dict[str, str] | None) -> Loaded:
     """The cache's bytes as `Loaded`, if they were written for `key` (None: any)."""
     split = data.find(b"\n")
     if split < 0:
@@ -259,7 +146,7 @@ def _decode(data: bytes, key: dict[str, str] | None) -> patient_files.Loaded:
     records = Records(
         memoryview(data)[split + 1 :], head["columns"], head["scale"], head["key"]["data_sha256"]
     )
-    return patient_files.Loaded(records, head["kind"], head["scale"], head["notes"])
+    return Loaded(records, head["kind"], head["scale"], head["notes"])
 
 
 def _write(cache: Path, data: bytes) -> None:
@@ -282,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     """The child `_validate_in_child` starts: the cache's bytes for one file on stdout, or
     the RecordError's message there and exit status INVALID_EXIT (stderr is for warnings)."""
     parser = argparse.ArgumentParser(
-        prog="python -m clinsum.recordcache",
+        prog="python -m clinsum.records.cache",
         description="Validate a patients file and write its records cache to stdout "
         "(what the server runs for a file over 8 MB).",
     )
@@ -299,8 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.buffer.write(data)
     return 0
 
-
-__all__ = ["Records", "cache_path", "load"]
 
 if __name__ == "__main__":
     sys.exit(main())
