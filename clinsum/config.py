@@ -17,8 +17,8 @@ from pathlib import Path
 from . import logs
 from .backends import KINDS
 from .faces.base import Policy
-from .records import default_data_file
 from .prompt import STYLES
+from .records import default_data_file
 
 DEFAULT_PORT = 8765
 

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clinsum.records import COLUMNS
+from clinsum.records import COLUMNS, BloodPressure, joined
 from clinsum.vocab import CONDITIONS
 
 LABEL_TO_KEY = {c.label: key for key, c in CONDITIONS.items()}
@@ -217,14 +217,14 @@ def _medications(rng: random.Random, conditions: Sequence[str]) -> dict[str, str
     return drugs
 
 
-def _bp(rng: random.Random, hypertensive: bool) -> str:
+def _bp(rng: random.Random, hypertensive: bool) -> BloodPressure:
     if hypertensive:
         systolic = rng.randint(135, 178)
         diastolic = rng.randint(85, 108)
     else:
         systolic = rng.randint(105, 134)
         diastolic = rng.randint(65, 86)
-    return f"{systolic}/{min(diastolic, systolic - 25)}"
+    return BloodPressure(systolic, min(diastolic, systolic - 25))
 
 
 def _sugar(rng: random.Random, diabetic: bool) -> int:
@@ -232,11 +232,10 @@ def _sugar(rng: random.Random, diabetic: bool) -> int:
 
 
 def _scores(
-    rng: random.Random, age: int, n_conditions: int, bp: str, sugar: int
+    rng: random.Random, age: int, n_conditions: int, bp: BloodPressure, sugar: int
 ) -> tuple[float, float]:
     base = 0.05 + 0.006 * (age - 18) + 0.08 * n_conditions + rng.uniform(-0.05, 0.05)
-    systolic = int(bp.split("/")[0])
-    risk = base + (0.12 if systolic >= 140 else 0) + (0.1 if sugar >= 126 else 0)
+    risk = base + (0.12 if bp.systolic >= 140 else 0) + (0.1 if sugar >= 126 else 0)
     risk += rng.uniform(-0.04, 0.06)
     return round(min(max(base, 0.01), 0.99), 3), round(min(max(risk, 0.01), 0.99), 3)
 
@@ -250,7 +249,7 @@ def _note(
     conditions: Sequence[str],
     symptoms: Sequence[str],
     drugs: Sequence[str],
-    bp: str,
+    bp: BloodPressure,
     sugar: int,
 ) -> str:
     """A short clinician-style note naming only this patient's own conditions and drugs."""
@@ -269,7 +268,7 @@ def _note(
     if symptoms:
         parts.append(f"Reports {rng.choice(symptoms)}.")
     if "hypertension" in conditions:
-        above = int(bp.split("/")[0]) >= 140
+        above = bp.systolic >= 140
         parts.append(f"Blood pressure {bp}, {'above' if above else 'at'} target.")
     if "diabetes" in conditions:
         parts.append(f"Glucose {sugar} mg/dL.")
@@ -296,11 +295,11 @@ def _visits(rng: random.Random, age: int, conditions: list[str]) -> list[dict]:
         visits.append(
             {
                 "date": (REFERENCE_DATE - dt.timedelta(days=offset)).isoformat(),
-                "symptoms": ", ".join(symptoms),
+                "symptoms": tuple(symptoms),
                 "bp": bp,
                 "sugar": sugar,
-                "history": ", ".join(_labels(known)),
-                "medications": ", ".join(meds.values()),
+                "history": tuple(_labels(known)),
+                "medications": tuple(meds.values()),
                 "base_score": base,
                 "risk_score": risk,
                 "outcome": rng.choice(OUTCOMES),
@@ -377,14 +376,14 @@ def _path(h: random.Random, start: float, end: float, fraction: float, wobble: f
 
 def _chart(h: random.Random, draft: list[dict], row: dict) -> tuple[list[dict], str]:
     """The draft made into a chart (module docstring); returns it and today's medications."""
-    now_sys, now_dia = (int(x) for x in row["current_bp"].split("/"))
+    now_sys, now_dia = row["current_bp"].systolic, row["current_bp"].diastolic
     now_sugar, now_risk = row["current_sugar"], float(row["risk_score"])
     first = draft[0]
     diabetic = "Diabetes" in row["medical_history"]
     hypertensive = "Hypertension" in row["medical_history"]
     # Only the conditions that drive a measure make it travel; otherwise it stays near today's.
     start_sugar = first["sugar"] if diabetic else now_sugar + h.randint(-8, 8)
-    start_sys = int(first["bp"].split("/")[0]) if hypertensive else now_sys + h.randint(-6, 6)
+    start_sys = first["bp"].systolic if hypertensive else now_sys + h.randint(-6, 6)
     start_risk = first["risk_score"]
     days = [dt.date.fromisoformat(v["date"]).toordinal() for v in draft]
     span = REFERENCE_DATE.toordinal() - days[0] or 1
@@ -392,12 +391,12 @@ def _chart(h: random.Random, draft: list[dict], row: dict) -> tuple[list[dict], 
     chart = []
     previous: dict | None = None
     for i, v in enumerate(draft):
-        known_keys = [LABEL_TO_KEY[label] for label in v["history"].split(", ")]
+        known_keys = [LABEL_TO_KEY[label] for label in v["history"]]
         notes: list[str] = []
         if i == 0:
-            regimen = {_drug(e): e for e in v["medications"].split(", ")}
+            regimen = {_drug(e): e for e in v["medications"]}
         else:
-            for entry in v["medications"].split(", "):
+            for entry in v["medications"]:
                 drug = _drug(entry)
                 treats = [c for c in known_keys if drug in CONDITIONS[c].medications]
                 new_condition = treats and not any(
@@ -418,12 +417,12 @@ def _chart(h: random.Random, draft: list[dict], row: dict) -> tuple[list[dict], 
         systolic = round(_path(h, start_sys, now_sys, fraction, 3))
         diastolic = min(now_dia + h.randint(-4, 4), systolic - 25)
         risk = round(min(max(_path(h, start_risk, now_risk, fraction, 0.01), 0.01), 0.99), 3)
-        bp = f"{systolic}/{diastolic}"
+        bp = BloodPressure(systolic, diastolic)
         if notes:
             outcome = "Medication adjusted"
         elif previous and (
             (diabetic and sugar - previous["sugar"] >= 20)
-            or (hypertensive and systolic - int(previous["bp"].split("/")[0]) >= 10)
+            or (hypertensive and systolic - previous["bp"].systolic >= 10)
         ):
             outcome = "Worsened"
         elif previous and risk < previous["risk_score"] - 0.03:
@@ -431,18 +430,18 @@ def _chart(h: random.Random, draft: list[dict], row: dict) -> tuple[list[dict], 
         else:
             outcome = h.choice(("Stable", "Stable", "Referred to specialist"))
         visit = dict(v, bp=bp, sugar=sugar, risk_score=risk, outcome=outcome)
-        visit["medications"] = ", ".join(regimen.values())
+        visit["medications"] = tuple(regimen.values())
         visit["notes"] = _chart_note(h, v, known_keys, bp, sugar, notes)
         chart.append(visit)
         previous = visit
     today = dict(regimen)
     if h.random() < CHANGE_AFTER_LATEST:
-        changed = _change(h, regimen, [LABEL_TO_KEY[c] for c in row["medical_history"].split(", ")])
+        changed = _change(h, regimen, [LABEL_TO_KEY[c] for c in row["medical_history"]])
         if changed:
             today, sentence = changed
             chart[-1]["notes"] += f" Plan: {sentence[0].lower()}{sentence[1:]}"
             chart[-1]["outcome"] = "Medication adjusted"
-    return chart, ", ".join(today.values())
+    return chart, tuple(today.values())
 
 
 def _lower(label: str) -> str:
@@ -450,15 +449,20 @@ def _lower(label: str) -> str:
 
 
 def _chart_note(
-    h: random.Random, v: dict, known: Sequence[str], bp: str, sugar: int, changes: list[str]
+    h: random.Random,
+    v: dict,
+    known: Sequence[str],
+    bp: BloodPressure,
+    sugar: int,
+    changes: list[str],
 ) -> str:
     """Like `_note`, with this visit's readings and its changes of treatment and their reasons."""
     named = " and ".join(_lower(label) for label in _labels(known[:2]))
     parts = [h.choice((f"Follow-up for {named}.", f"Routine review of {named}."))]
     if v["symptoms"]:
-        parts.append(f"Reports {v['symptoms'].split(', ')[0]}.")
+        parts.append(f"Reports {v['symptoms'][0]}.")
     if "hypertension" in known:
-        above = int(bp.split("/")[0]) >= 140
+        above = bp.systolic >= 140
         parts.append(f"Blood pressure {bp}, {'above' if above else 'at'} target.")
     if "diabetes" in known:
         parts.append(f"Glucose {sugar} mg/dL.")
@@ -489,20 +493,34 @@ def generate(n: int, seed: int) -> list[dict]:
             "name": name,
             "age": age,
             "gender": gender,
-            "current_symptoms": ", ".join(symptoms),
+            "current_symptoms": tuple(symptoms),
             "current_bp": bp,
             "current_sugar": sugar,
             "base_score": f"{base:.3f}",
             "risk_score": f"{risk:.3f}",
-            "medical_history": ", ".join(_labels(conditions)),
+            "medical_history": tuple(_labels(conditions)),
             # Drawn to keep the main stream as it was; today's drugs come from the chart.
-            "current_medications": ", ".join(_medications(rng, conditions).values()),
+            "current_medications": tuple(_medications(rng, conditions).values()),
         }
         draft = _visits(rng, age, conditions)
         chart, row["current_medications"] = _chart(random.Random(f"{seed}/{pid}"), draft, row)
-        row["visit_history"] = json.dumps(chart, ensure_ascii=False)
-        rows.append(row)
+        row["visit_history"] = chart
+        rows.append(_written(row))
     return rows
+
+
+def _written(value: object) -> object:
+    """A generated value as the file writes it: "128/82", entries joined by ", ", visits as
+    one JSON cell."""
+    if isinstance(value, BloodPressure):
+        return str(value)
+    if isinstance(value, tuple):
+        return joined(value)
+    if isinstance(value, list):
+        return json.dumps([_written(v) for v in value], ensure_ascii=False)
+    if isinstance(value, dict):
+        return {k: _written(v) for k, v in value.items()}
+    return value
 
 
 def write_csv(rows: Sequence[dict], path: str | Path) -> None:

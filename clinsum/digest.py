@@ -22,6 +22,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from .records import NOT_RECORDED, BloodPressure
+
 if TYPE_CHECKING:
     from .records import Patient, Visit
 
@@ -52,10 +54,6 @@ SYSTOLIC_TREND_MMHG = 15
 RISK_TREND = 0.10  # times Patient.score_scale
 
 NOW = "now"  # the date label of the record's current values
-NOTHING = frozenset({"none", "n/a", "na", "nil", "no known history", "unknown"})
-
-_BP = re.compile(r"(\d{2,3})\s*/\s*(\d{2,3})")
-_LIST_SPLIT = re.compile(r"[;,]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CHANGE_WORDS = re.compile(
     r"\b(?:start\w*|stop\w*|switch\w*|chang\w*|increas\w*|reduc\w*|decreas\w*|added|"
@@ -74,12 +72,16 @@ class Vital:
     """
 
     measure: str  # "blood pressure" | "blood sugar"
-    value: str  # "168/101" | "274"
+    value: str  # "168/101" | "274" | "not recorded"
     unit: str
-    category: str
+    category: str  # NOT_RECORDED when the record has no current value
     flagged: bool
     mild: bool
     crisis: bool
+
+    @property
+    def recorded(self) -> bool:
+        return self.category != NOT_RECORDED
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +94,31 @@ class Point:
 
     def to_dict(self) -> dict[str, Any]:
         return {"date": self.date, "value": self.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """The vitals of one visit, or of now, with their categories: what the page charts."""
+
+    date: str  # YYYY-MM-DD, or NOW
+    bp: BloodPressure | None
+    sugar: int | None
+    risk: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        bp_cat = None if self.bp is None else bp_category(self.bp)
+        sugar_cat = None if self.sugar is None else sugar_category(self.sugar)
+        return {
+            "date": self.date,
+            "systolic": None if self.bp is None else self.bp.systolic,
+            "diastolic": None if self.bp is None else self.bp.diastolic,
+            "bp_category": bp_cat,
+            "bp_flagged": bp_cat in BP_FLAGGED,
+            "sugar": self.sugar,
+            "sugar_category": sugar_cat,
+            "sugar_flagged": sugar_cat in SUGAR_FLAGGED,
+            "risk": self.risk,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +175,9 @@ class LatestVisit:
 @dataclass(frozen=True, slots=True)
 class Digest:
     patient_id: int
-    vitals: tuple[Vital, ...]
+    vitals: tuple[Vital, ...]  # blood pressure, then blood sugar; each may be not recorded
     trends: tuple[Trend, ...]  # every measure with two readings or more, meaningful or not
+    readings: tuple[Reading, ...]  # every visit, then now, oldest first
     med_changes: tuple[MedChange, ...]
     new_conditions: tuple[str, ...]  # in the current history, not at the first visit
     latest: LatestVisit | None
@@ -183,6 +211,7 @@ class Digest:
             "flags": [v.measure for v in self.flags],
             "crisis": self.crisis,
             "trends": [t.to_dict() for t in self.trends],
+            "readings": [r.to_dict() for r in self.readings],
             "med_changes": [m.to_dict() for m in self.med_changes],
             "new_conditions": list(self.new_conditions),
             "latest_visit": self.latest.to_dict() if self.latest else None,
@@ -195,13 +224,13 @@ class Digest:
 # --- categories ------------------------------------------------------------------------------
 
 
-def parse_bp(text: str) -> tuple[int, int] | None:
-    m = _BP.search(text)
-    return (int(m[1]), int(m[2])) if m else None
+BP_FLAGGED = frozenset({"stage 2", "crisis"})
+SUGAR_FLAGGED = frozenset({"low", "high", "crisis"})
 
 
-def bp_category(systolic: int, diastolic: int) -> str:
+def bp_category(bp: BloodPressure) -> str:
     """normal, elevated, stage 1, stage 2 or crisis (2017 ACC/AHA)."""
+    systolic, diastolic = bp.systolic, bp.diastolic
     if systolic >= BP_CRISIS_SYSTOLIC or diastolic >= BP_CRISIS_DIASTOLIC:
         return "crisis"
     if systolic >= BP_STAGE2_SYSTOLIC or diastolic >= BP_STAGE2_DIASTOLIC:
@@ -227,34 +256,33 @@ def sugar_category(mg_dl: int) -> str:
 
 
 def _vitals(patient: Patient) -> tuple[Vital, ...]:
-    out = []
-    bp = parse_bp(patient.current_bp)
-    if bp:
-        cat = bp_category(*bp)
-        out.append(
-            Vital(
-                "blood pressure",
-                f"{bp[0]}/{bp[1]}",
-                "mmHg",
-                cat,
-                flagged=cat in ("stage 2", "crisis"),
-                mild=cat in ("elevated", "stage 1"),
-                crisis=cat == "crisis",
-            )
+    if patient.current_bp is None:
+        bp = Vital("blood pressure", NOT_RECORDED, "", NOT_RECORDED, False, False, False)
+    else:
+        cat = bp_category(patient.current_bp)
+        bp = Vital(
+            "blood pressure",
+            str(patient.current_bp),
+            "mmHg",
+            cat,
+            flagged=cat in BP_FLAGGED,
+            mild=cat in ("elevated", "stage 1"),
+            crisis=cat == "crisis",
         )
-    cat = sugar_category(patient.current_sugar)
-    out.append(
-        Vital(
+    if patient.current_sugar is None:
+        sugar = Vital("blood sugar", NOT_RECORDED, "", NOT_RECORDED, False, False, False)
+    else:
+        cat = sugar_category(patient.current_sugar)
+        sugar = Vital(
             "blood sugar",
             str(patient.current_sugar),
             "mg/dL",
             cat,
-            flagged=cat in ("low", "high", "crisis"),
+            flagged=cat in SUGAR_FLAGGED,
             mild=cat == "above target",
             crisis=cat == "crisis",
         )
-    )
-    return tuple(out)
+    return (bp, sugar)
 
 
 # --- time order and trends -------------------------------------------------------------------
@@ -292,17 +320,16 @@ def _trend(
     )
 
 
-def _trends(patient: Patient, visits: list[Visit]) -> tuple[Trend, ...]:
-    sugar = [Point(v.date, v.sugar) for v in visits] + [Point(NOW, patient.current_sugar)]
-    systolic = []
-    for v in visits:
-        bp = parse_bp(v.bp)
-        if bp:
-            systolic.append(Point(v.date, bp[0]))
-    now_bp = parse_bp(patient.current_bp)
-    if now_bp:
-        systolic.append(Point(NOW, now_bp[0]))
-    risk = [Point(v.date, v.risk_score) for v in visits] + [Point(NOW, patient.risk_score)]
+def _readings(patient: Patient, visits: list[Visit]) -> tuple[Reading, ...]:
+    now = Reading(NOW, patient.current_bp, patient.current_sugar, patient.risk_score)
+    return (*(Reading(v.date, v.bp, v.sugar, v.risk_score) for v in visits), now)
+
+
+def _trends(patient: Patient, readings: tuple[Reading, ...]) -> tuple[Trend, ...]:
+    """Each measure over the readings that recorded it: a missing value is a gap."""
+    sugar = [Point(r.date, r.sugar) for r in readings if r.sugar is not None]
+    systolic = [Point(r.date, r.bp.systolic) for r in readings if r.bp is not None]
+    risk = [Point(r.date, r.risk) for r in readings if r.risk is not None]
     found = (
         _trend("blood sugar", "sugar", "mg/dL", sugar, SUGAR_TREND_MG_DL),
         _trend("systolic blood pressure", "systolic", "mmHg", systolic, SYSTOLIC_TREND_MMHG),
@@ -314,15 +341,6 @@ def _trends(patient: Patient, visits: list[Visit]) -> tuple[Trend, ...]:
 # --- medications, conditions, the latest visit -----------------------------------------------
 
 
-def present(items: list[str] | tuple[str, ...]) -> list[str]:
-    """Entries that say something: "none" (as Synthea writes it) is a way of writing no entry."""
-    return [i for i in items if i.strip().lower() not in NOTHING]
-
-
-def split_list(text: str) -> list[str]:
-    return present([part.strip() for part in _LIST_SPLIT.split(text) if part.strip()])
-
-
 def drug_name(entry: str) -> str:
     """ "Metformin 500mg" -> "Metformin": the words up to the first one holding a digit."""
     words = entry.split()
@@ -330,15 +348,15 @@ def drug_name(entry: str) -> str:
     return " ".join(words[:cut]) or entry
 
 
-def _by_drug(entries: list[str]) -> dict[str, str]:
+def _by_drug(entries: tuple[str, ...]) -> dict[str, str]:
     return {drug_name(e).lower(): e for e in entries}
 
 
 def _med_changes(patient: Patient, latest: Visit | None) -> tuple[MedChange, ...]:
     if latest is None:
         return ()
-    before = _by_drug(split_list(latest.medications))
-    after = _by_drug(present(patient.medications()))
+    before = _by_drug(latest.medications)
+    after = _by_drug(patient.current_medications)
     changes = []
     for key, entry in before.items():
         if key not in after:
@@ -358,8 +376,8 @@ def _norm(entry: str) -> str:
 def _new_conditions(patient: Patient, first: Visit | None) -> tuple[str, ...]:
     if first is None:
         return ()
-    had = {_norm(c) for c in split_list(first.history)}
-    return tuple(c for c in present(patient.conditions()) if _norm(c) not in had)
+    had = {_norm(c) for c in first.history}
+    return tuple(c for c in patient.medical_history if _norm(c) not in had)
 
 
 def key_point(note: str) -> str:
@@ -371,7 +389,7 @@ def key_point(note: str) -> str:
 
 
 def _days(first: str, last: str) -> int:
-    # Pure date arithmetic on ISO strings (records.py has validated them).
+    # Pure date arithmetic on ISO strings (the records package has validated them).
     return (dt.date.fromisoformat(last) - dt.date.fromisoformat(first)).days
 
 
@@ -380,10 +398,12 @@ def digest(patient: Patient) -> Digest:
     visits = chronological(patient.visit_history)
     first = visits[0] if visits else None
     latest = visits[-1] if visits else None
+    readings = _readings(patient, visits)
     return Digest(
         patient_id=patient.patient_id,
         vitals=_vitals(patient),
-        trends=_trends(patient, visits),
+        trends=_trends(patient, readings),
+        readings=readings,
         med_changes=_med_changes(patient, latest),
         new_conditions=_new_conditions(patient, first),
         latest=LatestVisit(latest.date, latest.outcome, key_point(latest.notes))

@@ -34,6 +34,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from clinsum.records import is_no_entry
 from clinsum.vocab import ALIASES, LOOSE, MEDICATIONS, NARROWER, american, find_concepts
 
 SIMILAR_MIN = 0.6  # cosine: below this, MiniLM pairs unrelated conditions as often as not
@@ -54,7 +55,6 @@ _STOPWORD_TEXT = """
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?(?:-[^\W_]+)*")  # words in any script
-_LIST_SPLIT = re.compile(r"[,;]")
 _CLAUSE_SPLIT = re.compile(r"[.!?;:](?=\s|$)|,|\bbut\b|\bhowever\b")
 _DIGITS = re.compile(r"\d+(?:\.\d+)?")
 # A clause that opens with one of these states an absence, or someone else's condition.
@@ -62,7 +62,6 @@ _NEGATED = re.compile(
     r"^(?:(?:the\s+)?patient\s+|pt\s+)?(?:no|not|denies|denied|negative for|without|free of|"
     r"ruled out|rules out|never had|nil|none|n/a|family history|fh of|fhx)\b"
 )
-_EMPTY = frozenset({"", "none", "nil", "n/a", "na", "-", "unknown", "none known"})
 # Prefixes that make a different condition of the same stem ("prediabetes", "hypothyroidism").
 _PREFIXES = ("pre", "post", "non", "anti", "hypo", "hyper", "pseudo", "para", "peri")
 # Words that say what a prefix says: "high triglycerides" is "hypertriglyceridemia".
@@ -97,9 +96,10 @@ def key(text: str) -> str:
     return " ".join(sorted(set(words(text))))
 
 
-def list_items(text: str) -> list[str]:
-    """The entries of a list cell ("HTN; CKD stage 3, gout"), without negated or empty ones."""
-    return [p for p in (s.strip() for s in _LIST_SPLIT.split(text)) if _positive(p)]
+def list_items(entries: Iterable[str]) -> list[str]:
+    """The entries of a list ("HTN", "CKD stage 3", "no known allergies"), without negated ones
+    (the records package has split the list and dropped empty entries)."""
+    return [e for e in entries if _positive(e)]
 
 
 def mask_numbers(text: str) -> str:
@@ -128,7 +128,7 @@ def note_clauses(text: str) -> list[str]:
 
 def _positive(part: str) -> bool:
     low = part.lower().strip(" .")
-    return low not in _EMPTY and not _NEGATED.match(low)
+    return not is_no_entry(low) and not _NEGATED.match(low)
 
 
 def _variant(query_words: Iterable[str], phrase_words: Iterable[str]) -> bool:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from .digest import Digest, Trend, digest, drug_name, present
+from .digest import Digest, Trend, digest, drug_name
 from .grounding.course import ESCALATION
+from .records import NOT_RECORDED, joined
 from .scores import format_score
 from .steering import heading
 from .vocab import find_concepts
@@ -61,6 +62,7 @@ _VITAL_WORDS = {
     "above target": "is above target",
     "high": "is high",
     "crisis": "is high, at crisis level",
+    NOT_RECORDED: "",  # "Blood pressure not recorded."
 }
 
 
@@ -113,8 +115,8 @@ def _some(items: list[str] | tuple[str, ...], noun: str) -> str:
 
 
 def _identity(patient: Patient) -> str:
-    conditions = _some(present(patient.conditions()), "conditions") or "no recorded conditions"
-    symptoms = _listing(present(patient.symptoms()))
+    conditions = _some(patient.medical_history, "conditions") or "no recorded conditions"
+    symptoms = _listing(patient.current_symptoms)
     presenting = f", presenting with {symptoms}" if symptoms else ", with no current symptoms"
     article = "an" if str(patient.age).startswith("8") or patient.age in (11, 18) else "a"
     gender = _gender(patient)
@@ -141,15 +143,15 @@ def _visits(d: Digest) -> str:
 
 
 def _vitals(d: Digest) -> str:
-    parts = [
-        f"{v.measure.capitalize()} {v.value} {v.unit} {_VITAL_WORDS[v.category]}" for v in d.vitals
-    ]
+    words = ((v.measure.capitalize(), v.value, v.unit, _VITAL_WORDS[v.category]) for v in d.vitals)
+    parts = [" ".join(w for w in said if w) for said in words]
     return ". ".join(parts) + "."
 
 
 def _current_risk(patient: Patient, d: Digest) -> str:
-    """The risk score on the file's own scale, unless a risk trend states it already."""
-    if any(t.key == "risk" for t in d.meaningful_trends):
+    """The risk score on the file's own scale, unless a risk trend states it already; nothing
+    when the record has no score (a FHIR export): absent is not zero."""
+    if patient.risk_score is None or any(t.key == "risk" for t in d.meaningful_trends):
         return ""
     return f"Risk score {_risk(patient.risk_score, patient.score_scale)}."
 
@@ -199,7 +201,7 @@ def _listing_plain(parts: list[str]) -> str:
 
 
 def _new_conditions(d: Digest) -> str:
-    new = present(d.new_conditions)
+    new = d.new_conditions
     if not new:
         return ""
     verb = "was" if len(new) == 1 else "were"
@@ -233,11 +235,11 @@ def _facts(patient: Patient, d: Digest) -> list[tuple[str, str]]:
         ("Name", patient.name),
         ("Age", str(patient.age)),
         ("Gender", _gender(patient)),
-        ("Current symptoms", patient.current_symptoms or "none"),
-        *((v.measure.capitalize(), f"{v.value} {v.unit} ({v.category})") for v in d.vitals),
-        ("Medical history", patient.medical_history or "none"),
-        ("Current medications", patient.current_medications or "none"),
-        ("Risk score", _risk(patient.risk_score, patient.score_scale)),
+        ("Current symptoms", joined(patient.current_symptoms) or "none"),
+        *((v.measure.capitalize(), _vital_fact(v.value, v.unit, v.category)) for v in d.vitals),
+        ("Medical history", joined(patient.medical_history) or "none"),
+        ("Current medications", joined(patient.current_medications) or "none"),
+        ("Risk score", _risk_fact(patient)),
         ("Trends since the first visit", "; ".join(trends) or "no meaningful change"),
         ("Flagged values", "; ".join(flags) or "none"),
         ("Medication changes since the latest visit", "; ".join(changes) or "none"),
@@ -247,6 +249,16 @@ def _facts(patient: Patient, d: Digest) -> list[tuple[str, str]]:
         facts.append(("Latest visit", f"{d.latest.date}, {d.latest.outcome}: {d.latest.key_point}"))
         facts.append(("Visits", f"{d.visits} since {d.first_date}"))
     return facts
+
+
+def _vital_fact(value: str, unit: str, category: str) -> str:
+    return NOT_RECORDED if category == NOT_RECORDED else f"{value} {unit} ({category})"
+
+
+def _risk_fact(patient: Patient) -> str:
+    if patient.risk_score is None:
+        return NOT_RECORDED
+    return _risk(patient.risk_score, patient.score_scale)
 
 
 def build_messages(patient: Patient, style: str = "strict", d: Digest | None = None) -> list[dict]:

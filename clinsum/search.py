@@ -121,16 +121,18 @@ class Found:
     fixes: dict[str, str] | None = None  # typed word -> the word it was read as
 
 
-def _cells(patient: Patient) -> list[tuple[int, str]]:
-    """(field index, text) of every non-empty searchable cell of the record."""
-    cells = [
+def _cells(patient: Patient) -> list[tuple[int, tuple[str, ...] | str]]:
+    """(field index, cell) of every non-empty searchable cell of the record: a list's entries
+    as the record holds them, or a note's text. Resolved conditions count as history."""
+    cells: list[tuple[int, tuple[str, ...] | str]] = [
         (0, patient.medical_history),
         (1, patient.current_symptoms),
         (2, patient.current_medications),
+        (3, patient.past_history),
     ]
     for v in patient.visit_history:
         cells += [(3, v.history), (3, v.symptoms), (3, v.medications), (4, v.notes), (4, v.outcome)]
-    return [(field, text) for field, text in cells if text]
+    return [(field, cell) for field, cell in cells if cell]
 
 
 def _check_query(query: object, top_k: object) -> str:
@@ -586,7 +588,7 @@ class _Corpus:
             before = len(occurrence_item)
             for field, text in _cells(patient):
                 # Notes differ mostly in their numbers: without them, most repeat.
-                cell = (field, text) if field < NOTES else (field, mask_numbers(text))
+                cell = (field, text) if field < NOTES else (field, mask_numbers(str(text)))
                 ids = cell_items.get(cell)
                 if ids is None:
                     split = list_items if field < NOTES else note_clauses

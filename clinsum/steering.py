@@ -75,14 +75,7 @@ NO_STEER = Steer()
 
 def record_text(patient: Patient) -> str:
     """Every free-text field of the record, visits included, lower-cased."""
-    fields = [
-        patient.medical_history,
-        patient.current_symptoms,
-        patient.current_medications,
-    ]
-    for v in patient.visit_history:
-        fields += [v.symptoms, v.history, v.medications, v.outcome, v.notes]
-    return " ".join(fields).lower()
+    return " ".join(patient.texts()).lower()
 
 
 def steer(patient: Patient, d: Digest | None = None, style: str = "strict") -> Steer:

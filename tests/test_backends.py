@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -28,15 +28,15 @@ from clinsum.backends.embedded import EmbeddedBackend, default_model_path
 from clinsum.backends.ollama import OllamaBackend, resolve_host
 from clinsum.backends.runner import Model, Request, Settings
 from clinsum.prompt import build_messages, prefill
-from clinsum.records import Patient, Visit
 from clinsum.steering import NO_STEER, Steer
+from tests.records_helpers import changed, make_patient, make_visit
 
 from .conftest import CANCEL_SLACK, REPO, free_port
 from .fake_ollama import FakeOllama
 
 GUARD = 30  # seconds: only a hang should ever reach this
 
-JANET = Patient(
+JANET = make_patient(
     patient_id=7,
     name="Janet Torres",
     age=67,
@@ -49,10 +49,10 @@ JANET = Patient(
     medical_history="Hypertension, Type 2 diabetes",
     current_medications="Lisinopril 10mg, Metformin 500mg",
     visit_history=(
-        Visit("2024-03-02", "fatigue", "148/92", 170, "Hypertension", "Lisinopril 10mg", 0.6, 0.7,
-              "Stable", "Routine review."),
-        Visit("2024-09-14", "chest pain", "155/96", 190, "Hypertension", "Lisinopril 10mg", 0.6,
-              0.76, "Referred to cardiology", "Chest pain on exertion."),
+        make_visit("2024-03-02", "fatigue", "148/92", 170, "Hypertension", "Lisinopril 10mg",
+                   0.6, 0.7, "Stable", "Routine review."),
+        make_visit("2024-09-14", "chest pain", "155/96", 190, "Hypertension", "Lisinopril 10mg",
+                   0.6, 0.76, "Referred to cardiology", "Chest pain on exertion."),
     ),
 )  # fmt: skip
 MESSAGES = build_messages(JANET)
@@ -140,7 +140,7 @@ def test_strict_prefill_is_the_records_words_then_the_models_heading() -> None:
         "Type 2 diabetes was recorded after the first visit. Recommendation: for the blood "
         "pressure, continue"
     )
-    other = replace(JANET, age=81, gender="M", medical_history="COPD", current_symptoms="")
+    other = changed(JANET, age=81, gender="M", medical_history="COPD", current_symptoms="")
     assert prefill(other).startswith(
         "Janet Torres is an 81-year-old male with COPD, with no current symptoms. 2 visits"
     )

@@ -5,20 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clinsum.digest import NOW, bp_category, digest, key_point, sugar_category
-from clinsum.records import Patient, Visit, load_patients
+from clinsum.records import BloodPressure, Patient, Visit, load_patients
+from tests.records_helpers import changed, make_patient, make_visit
 
 from .conftest import DATA
 
 
 def visit(date: str, bp: str = "120/80", sugar: int = 100, risk: float = 0.3, **kw: str) -> Visit:
-    return Visit(
+    return make_visit(
         date=date,
         symptoms=kw.get("symptoms", "fatigue"),
         bp=bp,
@@ -33,7 +33,7 @@ def visit(date: str, bp: str = "120/80", sugar: int = 100, risk: float = 0.3, **
 
 
 def patient(*visits: Visit, **changes: object) -> Patient:
-    base = Patient(
+    base = make_patient(
         patient_id=6,
         name="Kathleen Murray",
         age=54,
@@ -47,7 +47,7 @@ def patient(*visits: Visit, **changes: object) -> Patient:
         current_medications="Glipizide 5mg, Atorvastatin 40mg",
         visit_history=visits,
     )
-    return replace(base, **changes)
+    return changed(base, **changes)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def patient(*visits: Visit, **changes: object) -> Patient:
     ],
 )
 def test_bp_categories_follow_acc_aha_2017(bp: tuple[int, int], category: str) -> None:
-    assert bp_category(*bp) == category
+    assert bp_category(BloodPressure(*bp)) == category
 
 
 @pytest.mark.parametrize(
@@ -144,10 +144,10 @@ def test_thresholds_are_inclusive_and_risk_scales_with_the_file() -> None:
     assert d.trend("systolic").meaningful  # +15 mmHg exactly
     assert d.trend("sugar").meaningful  # 244 -> 274: +30 exactly
     assert d.trend("risk").meaningful  # 0.44 -> 0.54: +0.10 exactly
-    on_ten = replace(
-        p, risk_score=5.4, visit_history=(replace(p.visit_history[0], risk_score=4.5),)
+    on_ten = changed(
+        p, risk_score=5.4, visit_history=(changed(p.visit_history[0], risk_score=4.5),)
     )
-    assert not digest(replace(on_ten, score_scale=10.0)).trend("risk").meaningful  # 0.9 < 1.0
+    assert not digest(changed(on_ten, score_scale=10.0)).trend("risk").meaningful  # 0.9 < 1.0
     assert digest(on_ten).trend("risk").meaningful  # read as 0-1, 0.9 would be huge
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 
 import pytest
 
 from clinsum.grounding import Claim, Grounding, check
-from clinsum.records import Patient, Visit
+from clinsum.records import Patient
+from tests import records_helpers
+from tests.records_helpers import changed, make_visit
 
-VISIT = Visit(
+VISIT = make_visit(
     date="2024-11-02",
     symptoms="headache, increased thirst",
     bp="150/95",
@@ -26,7 +27,7 @@ VISIT = Visit(
 
 
 def make_patient(**changes: object) -> Patient:
-    base = Patient(
+    base = records_helpers.make_patient(
         patient_id=45,
         name="Janet Torres",
         age=67,
@@ -40,7 +41,7 @@ def make_patient(**changes: object) -> Patient:
         current_medications="Lisinopril 20mg, Metformin 500mg",
         visit_history=(VISIT,),
     )
-    return replace(base, **changes)
+    return changed(base, **changes)
 
 
 JANET = make_patient()

@@ -25,8 +25,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from clinsum.config import Config
 from clinsum.faces.ws import running
 from clinsum.legacy import text
-from clinsum.records import formats
 from clinsum.legacy.protocol import ALIASES, FrameEvents
+from clinsum.records import formats, joined
 from clinsum.search import PatientIndex
 from clinsum.store import SummaryStore
 from clinsum.tools import App
@@ -265,7 +265,7 @@ async def test_search_text_parsed_as_the_originals_client_does(client: OriginalC
         p = patients[pid]
         assert line == (
             f"{i}. ID: {pid:<3} | Name: {p.name:<20} | Age: {p.age:<2} | "
-            f"Symptoms: {p.current_symptoms[:40]}"
+            f"Symptoms: {joined(p.current_symptoms)[:40]}"
         )
         assert "diabetes" in p.conditions()
 

@@ -8,6 +8,7 @@ import pytest
 
 from clinsum import phrases
 from clinsum.phrases import PhraseTable, list_items, note_clauses, whole_query
+from clinsum.records import entries
 
 
 def match(texts: list[str], query: str, cos: dict[str, float]) -> dict[str, str]:
@@ -104,8 +105,8 @@ def test_negated_and_empty_clauses_are_dropped(text, kept) -> None:
 
 
 def test_list_entries() -> None:
-    assert list_items("HTN; no asthma, none, CKD stage 3") == ["HTN", "CKD stage 3"]
-    assert list_items("none") == list_items("N/A") == list_items("") == []
+    assert list_items(entries("HTN; no asthma, none, CKD stage 3")) == ["HTN", "CKD stage 3"]
+    assert list_items(entries("none")) == list_items(entries("N/A")) == list_items(()) == []
 
 
 def test_searchable_words() -> None:

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from clinsum.records import COLUMNS, Patient, RecordError, Visit, file_hash, load_patients
+from clinsum.records import (
+    COLUMNS,
+    BloodPressure,
+    Patient,
+    RecordError,
+    Visit,
+    file_hash,
+    load_patients,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "patient_data.csv"
@@ -39,27 +47,30 @@ def test_loads_the_committed_file() -> None:
     assert isinstance(p, Patient) and isinstance(p.visit_history[0], Visit)
     assert isinstance(p.age, int) and isinstance(p.current_sugar, int)
     assert isinstance(p.risk_score, float) and 0 <= p.risk_score <= 1
-    assert re.fullmatch(r"\d+/\d+", p.current_bp)
+    assert isinstance(p.current_bp, BloodPressure)
+    assert re.fullmatch(r"\d+/\d+", str(p.current_bp))
+    assert isinstance(p.medical_history, tuple) and isinstance(p.visit_history[0].bp, BloodPressure)
 
 
-def test_to_dict_is_json_ready_and_round_trips() -> None:
+def test_to_dict_is_json_ready_and_to_row_round_trips() -> None:
     for patient in load_patients(DATA).values():
         data = patient.to_dict()
         assert isinstance(data["visit_history"], list)
         assert all(isinstance(v, dict) for v in data["visit_history"])
         assert json.loads(json.dumps(data)) == data
-        rebuilt = Patient(
-            **{**data, "visit_history": tuple(Visit(**v) for v in data["visit_history"])}
-        )
-        assert rebuilt == patient
+        # The wire spells the typed values as files do.
+        assert data["current_bp"] == str(patient.current_bp)
+        assert data["medical_history"] == ", ".join(patient.medical_history)
+        row = json.loads(json.dumps(patient.to_row()))
+        assert Patient.from_row(row) == patient
 
 
 def test_list_helpers_split_on_comma_and_semicolon() -> None:
     patients = load_patients(HANDWRITTEN)
-    assert patients[101].conditions() == ["Type 2 diabetes mellitus", "HTN", "CHF (HFrEF)"]
+    assert patients[101].conditions() == ("Type 2 diabetes mellitus", "HTN", "CHF (HFrEF)")
     # This cell spans two lines of the file.
-    assert patients[102].medications() == ["Metformin 500mg", "Atorvastatin 40mg"]
-    assert patients[114].symptoms() == []
+    assert patients[102].medications() == ("Metformin 500mg", "Atorvastatin 40mg")
+    assert patients[114].symptoms() == ()
     assert patients[109].visit_history == ()
 
 
@@ -102,7 +113,7 @@ BAD_VALUES = [
     ("age", "61.5", "age", "whole number of years"),
     ("age", "140", "age", "between 0 and 130"),
     ("current_sugar", "high", "current_sugar", "whole number of mg/dL"),
-    ("base_score", "n/a", "base_score", "number between 0 and 1"),
+    ("base_score", "low", "base_score", "number between 0 and 1"),
     ("risk_score", "1.7", "risk_score", "number between 0 and 1"),
     ("risk_score", "nan", "risk_score", "number between 0 and 1"),
     ("visit_history", '[{"date": "2024-01-01",', "visit_history", "not valid JSON"),

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clinsum.records import cache, formats
-from clinsum.records import RecordError
+from clinsum.records import RecordError, cache, formats
 
 REPO = Path(__file__).resolve().parent.parent
 ORIGINAL = REPO / "tests" / "data" / "original"
@@ -26,7 +25,7 @@ FILES = [
 def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Validate in this process (small files), or in a child (large ones): both must agree."""
     if request.param == "child":
-        monkeypatch.setattr(recordcache, "CHILD_ABOVE_BYTES", -1)
+        monkeypatch.setattr(cache, "CHILD_ABOVE_BYTES", -1)
     return request.param
 
 
@@ -91,14 +90,14 @@ def test_new_loader_rules_are_applied_to_a_cached_file(
     path = copy(REPO / "patient_data.csv", tmp_path)
     cache.load(path)
     calls: list[Path] = []
-    real = data.load
+    real = formats.load
 
-    def counting(p: Path) -> data.Loaded:
+    def counting(p: Path) -> formats.Loaded:
         calls.append(p)
         return real(p)
 
     monkeypatch.setattr(cache.formats, "load", counting)
-    monkeypatch.setattr(recordcache, "_fingerprint", lambda: "other rules")
+    monkeypatch.setattr(cache, "_fingerprint", lambda: "other rules")
     cache.load(path)
     assert calls == [path]
 
@@ -109,10 +108,10 @@ def test_new_loader_rules_are_applied_to_a_cached_file(
 def test_a_damaged_cache_is_rebuilt(tmp_path: Path, damage: bytes) -> None:
     path = copy(ORIGINAL / "patients_detailed.csv", tmp_path)
     expected = cache.load(path).patients
-    cache = cache.cache_path(path)
-    cache.write_bytes(damage)
+    cache_file = cache.cache_path(path)
+    cache_file.write_bytes(damage)
     assert cache.load(path).patients == expected
-    assert cache.read_bytes() != damage
+    assert cache_file.read_bytes() != damage
 
 
 def test_a_read_only_folder_still_loads(
@@ -140,11 +139,11 @@ def test_a_cache_cut_short_is_rebuilt(tmp_path: Path) -> None:
     another tool, a copy cut short) is not served: patients past the cut would be lost."""
     path = copy(REPO / "patient_data.csv", tmp_path)
     expected = cache.load(path).patients
-    cache = cache.cache_path(path)
-    whole = cache.read_bytes()
-    cache.write_bytes(whole[:-500])
+    cache_file = cache.cache_path(path)
+    whole = cache_file.read_bytes()
+    cache_file.write_bytes(whole[:-500])
     assert cache.load(path).patients == expected
-    assert cache.read_bytes() == whole
+    assert cache_file.read_bytes() == whole
 
 
 def test_start_up_decodes_no_patient(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,7 +201,7 @@ def test_a_large_file_is_validated_in_a_child_process(
 ) -> None:
     """The memory validation takes (~600 MiB at 100,000 patients) is the child's, returned
     when it exits: this process never runs the validator for a large file."""
-    monkeypatch.setattr(recordcache, "CHILD_ABOVE_BYTES", 1000)
+    monkeypatch.setattr(cache, "CHILD_ABOVE_BYTES", 1000)
     path = copy(REPO / "tests" / "data" / "synthea_patients.csv", tmp_path)
     expected = formats.load(path).patients
     refuse_validation(monkeypatch)
@@ -215,7 +214,7 @@ def test_a_child_that_dies_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Killed (say, by the OOM killer): the message names the file and the exit status."""
-    monkeypatch.setattr(recordcache, "CHILD_ABOVE_BYTES", -1)
+    monkeypatch.setattr(cache, "CHILD_ABOVE_BYTES", -1)
     path = copy(ORIGINAL / "patients_detailed.csv", tmp_path)
     monkeypatch.setattr(cache.sys, "executable", "/bin/false")
     with pytest.raises(RecordError, match=r"validating .*patients_detailed.csv failed \(exit"):

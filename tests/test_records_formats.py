@@ -16,11 +16,10 @@ import pytest
 from rich.console import Console
 
 from clinsum.config import parse_args
-from clinsum.records import formats
 from clinsum.prompt import build_messages, prefill
-from clinsum.records import RecordError, load_patients
+from clinsum.records import BloodPressure, RecordError, formats, load_patients
 from clinsum.render import Screen
-from clinsum.scores import format_risk
+from clinsum.scores import format_score
 from clinsum.search import SearchError, _check_filters
 from clinsum.store import SummaryStore
 from clinsum.tools import TOOLS, check_params
@@ -45,7 +44,7 @@ def test_each_original_file_loads_with_patient_11_and_its_four_visits(name: str)
         "Jerry Rivera",
         59,
         "Male",
-        "145/91",
+        BloodPressure(145, 91),
         208,
     )
     assert (p.risk_score, p.base_score, p.score_scale) == (6.6, 6.83, 10.0)
@@ -87,9 +86,9 @@ def test_file_shape_is_told_by_content_not_name(tmp_path: Path) -> None:
 
 def test_none_means_no_entries_never_a_condition() -> None:
     p = formats.load(ORIGINAL / "patients_data.csv").patients[3]
-    assert (p.medical_history, p.current_medications) == ("", "")
-    assert p.conditions() == [] and p.medications() == []
-    assert p.visit_history[-1].history == "" and p.visit_history[-1].medications == ""
+    assert (p.medical_history, p.current_medications) == ((), ())
+    assert p.conditions() == () and p.medications() == ()
+    assert p.visit_history[-1].history == () and p.visit_history[-1].medications == ()
     text = prefill(p)
     assert "with none" not in text and "no recorded conditions" in text
 
@@ -165,13 +164,15 @@ def test_the_scale_is_0_to_10_when_any_one_score_is_above_1(tmp_path: Path, abov
         pytest.fail(f"a score above 1 at {above_1} was not seen: read on 0-1, refused: {exc}")
     assert loaded.scale == 10.0
     assert [p.score_scale for p in loaded.patients.values()] == [10.0, 10.0]
-    assert format_risk(loaded.patients[2]) == "1/10"
+    assert format_score(loaded.patients[2].risk_score, loaded.patients[2].score_scale) == "1/10"
     assert "Risk score 1/10." in prefill(loaded.patients[2])
 
     at_most_1 = formats.load(_scored_file(tmp_path / "unit.csv", None))
     assert at_most_1.scale == 1.0
     assert [p.score_scale for p in at_most_1.patients.values()] == [1.0, 1.0]
-    assert format_risk(at_most_1.patients[2]) == "100%"
+    assert (
+        format_score(at_most_1.patients[2].risk_score, at_most_1.patients[2].score_scale) == "100%"
+    )
 
 
 def _csv_line(cells: list[str]) -> str:
@@ -198,12 +199,16 @@ def test_real_export_spellings_are_accepted(tmp_path: Path, caplog) -> None:
     loaded = formats.load(path)
     ana, ben = loaded.patients[7], loaded.patients[8]
     assert (ana.gender, ben.gender) == ("Female", "Male")
-    assert (ana.current_bp, ana.current_sugar, ana.medical_history) == ("135/87", 140, "asthma")
+    assert (ana.current_bp, ana.current_sugar, ana.medical_history) == (
+        BloodPressure(135, 87),
+        140,
+        ("asthma",),
+    )
     assert [v.date for v in ana.visit_history] == ["2021-12-19", "2022-03-02"]
-    assert [v.bp for v in ana.visit_history] == ["128/82", "135/87"]
+    assert [str(v.bp) for v in ana.visit_history] == ["128/82", "135/87"]
     assert [v.sugar for v in ana.visit_history] == [102, 140]
-    assert ana.visit_history[0].history == "" and ana.visit_history[0].medications == ""
-    assert (ben.current_symptoms, ben.medical_history, ben.current_medications) == ("", "", "")
+    assert ana.visit_history[0].history == () and ana.visit_history[0].medications == ()
+    assert (ben.current_symptoms, ben.medical_history, ben.current_medications) == ((), (), ())
     # Text columns stay text even when they look like numbers; number columns become numbers.
     assert ben.visit_history[0].notes == "7"
     assert ben.visit_history[0].to_dict()["bp_risk"] == 6
@@ -226,10 +231,10 @@ def test_variants_inside_a_one_row_per_patient_file(tmp_path: Path) -> None:
         writer.writeheader()
         writer.writerows(src)
     p = formats.load(path).patients[1]
-    assert (p.current_bp, p.gender) == ("179/103", "Female")
+    assert (p.current_bp, p.gender) == (BloodPressure(179, 103), "Female")
     assert (p.visit_history[0].date, p.visit_history[0].bp, p.visit_history[0].sugar) == (
         "2026-01-05",
-        "144/94",
+        BloodPressure(144, 94),
         135,
     )
 
@@ -333,7 +338,12 @@ def test_current_fields_come_from_the_latest_visit_not_the_last_row(tmp_path: Pa
         "9,Cy Dee,50,M,2021-01-05,rash,118/76,90,,,1,1,1,1,1,2,ok,",
     )
     p = formats.load(path).patients[9]
-    assert (p.age, p.current_symptoms, p.current_bp, p.risk_score) == (51, "fever", "150/95", 5.0)
+    assert (p.age, p.current_symptoms, p.current_bp, p.risk_score) == (
+        51,
+        ("fever",),
+        BloodPressure(150, 95),
+        5.0,
+    )
     assert [v.date for v in p.visit_history] == ["2022-01-05", "2023-06-01", "2021-01-05"]
 
 

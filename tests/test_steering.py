@@ -3,17 +3,16 @@ about the digest's most important item; the model may not start a word the recor
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from clinsum.digest import digest
 from clinsum.grounding import check
-from clinsum.records import formats
 from clinsum.prompt import prefill
-from clinsum.records import Patient
+from clinsum.records import Patient, formats
 from clinsum.steering import FEMALE_PRONOUNS, MALE_PRONOUNS, focus, heading, steer
+from tests.records_helpers import changed
 
 from .conftest import REPO
 from .test_backends import JANET
@@ -54,7 +53,7 @@ def test_every_prefill_passes_the_check_with_an_empty_model_part(path: Path) -> 
 def test_a_symptoms_field_holding_other_things_is_quoted_not_flagged(symptoms: str) -> None:
     """Mutation caught: the check's `quotes` step removed (the record's own words in the
     symptoms field read as claims again: "obesity" not in the history)."""
-    patient = replace(
+    patient = changed(
         JANET,
         current_symptoms=symptoms,
         medical_history="Hypertension",
@@ -68,7 +67,7 @@ def test_a_symptoms_field_holding_other_things_is_quoted_not_flagged(symptoms: s
 
 
 def test_a_name_that_is_also_a_condition_is_the_name() -> None:
-    grace = replace(JANET, name="Grace Angina", medical_history="Hypertension")
+    grace = changed(JANET, name="Grace Angina", medical_history="Hypertension")
     text = prefill(grace, "strict") + " to monitor Grace Angina's blood pressure."
     assert blocking(text, grace) == []
     assert "angina" not in steer(grace).avoid  # the model must be free to write her name
@@ -78,7 +77,7 @@ def test_a_name_that_is_also_a_condition_is_the_name() -> None:
 
 @pytest.mark.parametrize("gender", ["", "Other", "unknown"])
 def test_a_gender_that_is_neither_avoids_pronouns_and_uses_the_name(gender: str) -> None:
-    patient = replace(JANET, gender=gender)
+    patient = changed(JANET, gender=gender)
     text = prefill(patient, "strict")
     assert text.startswith("Janet Torres is a 67-year-old patient")
     assert "  " not in text
@@ -93,19 +92,19 @@ def test_a_gender_that_is_neither_avoids_pronouns_and_uses_the_name(gender: str)
 def test_pronouns_that_contradict_the_gender_are_avoided(
     gender: str, banned: tuple[str, ...], free: tuple[str, ...]
 ) -> None:
-    avoid = set(steer(replace(JANET, gender=gender)).avoid)
+    avoid = set(steer(changed(JANET, gender=gender)).avoid)
     assert set(banned) <= avoid and not set(free) & avoid
 
 
 def test_conditions_and_drugs_the_record_lacks_are_avoided_and_its_own_are_not() -> None:
     """Patient 1 of the issue: hypertension only, told to monitor "diabetes"."""
-    patient = replace(
+    patient = changed(
         JANET,
         medical_history="Hypertension",
         current_medications="Lisinopril 10mg",
         current_symptoms="headache",
         visit_history=tuple(
-            replace(v, history="Hypertension", medications="Lisinopril 10mg", symptoms="headache")
+            changed(v, history="Hypertension", medications="Lisinopril 10mg", symptoms="headache")
             for v in JANET.visit_history
         ),
     )
@@ -114,10 +113,10 @@ def test_conditions_and_drugs_the_record_lacks_are_avoided_and_its_own_are_not()
     assert not {"hypertension", "hypertensive", "lisinopril"} & set(s.avoid)
     assert {"hypertension", "lisinopril", "janet", "torres"} <= set(s.keep)
     # Prediabetes is not diabetes: its own word is kept, diabetes is avoided.
-    pre = steer(replace(patient, medical_history="Prediabetes, Hypertension"))
+    pre = steer(changed(patient, medical_history="Prediabetes, Hypertension"))
     assert "prediabetes" not in pre.avoid and "diabetes" in pre.avoid
     # A drug class the record's own drug names is kept: atorvastatin contains "statin".
-    statin = steer(replace(patient, current_medications="Atorvastatin 20mg"))
+    statin = steer(changed(patient, current_medications="Atorvastatin 20mg"))
     assert "statin" not in statin.avoid and "diuretic" in statin.avoid
 
 
@@ -125,12 +124,12 @@ def test_the_heading_names_the_worst_flag_then_a_trend_then_a_change() -> None:
     d = digest(JANET)  # BP 152/94 stage 2, sugar 182 above target: BP is the flag
     assert [v.measure for v in d.flags] == ["blood pressure"]
     assert heading(d) == "Recommendation: for the blood pressure, continue"
-    crisis = digest(replace(JANET, current_sugar=420, current_bp="152/94"))
+    crisis = digest(changed(JANET, current_sugar=420, current_bp="152/94"))
     assert focus(crisis) == "for the blood sugar"  # a crisis comes before any other flag
-    calm = replace(JANET, current_bp="118/76", current_sugar=95)
-    calm = replace(
+    calm = changed(JANET, current_bp="118/76", current_sugar=95)
+    calm = changed(
         calm,
-        visit_history=tuple(replace(v, bp="118/76", sugar=95) for v in JANET.visit_history),
+        visit_history=tuple(changed(v, bp="118/76", sugar=95) for v in JANET.visit_history),
     )
     d = digest(calm)
     assert not d.flags and not d.meaningful_trends
@@ -139,12 +138,12 @@ def test_the_heading_names_the_worst_flag_then_a_trend_then_a_change() -> None:
     else:
         assert heading(d) == "Recommendation: no change is needed; continue"
     rising = digest(
-        replace(
+        changed(
             calm,
             current_sugar=135,
             visit_history=(
-                replace(calm.visit_history[0], sugar=90),
-                replace(calm.visit_history[1], sugar=110),
+                changed(calm.visit_history[0], sugar=90),
+                changed(calm.visit_history[1], sugar=110),
             ),
         )
     )
@@ -159,14 +158,14 @@ def test_directions_no_trend_took_are_avoided() -> None:
     """`make eval` once found "continue to monitor the blood sugar level increase" for a sugar
     that fell. Narrative: with no rising trend, the words of a rise are avoided, and the
     other way; strict: both, since the prefill states every trend."""
-    falling = replace(
+    falling = changed(
         JANET,
         current_sugar=96,
         current_bp="120/80",
         risk_score=0.5,
         visit_history=(
-            replace(JANET.visit_history[0], sugar=107, bp="130/85", risk_score=0.6),
-            replace(JANET.visit_history[1], sugar=101, bp="125/82", risk_score=0.55),
+            changed(JANET.visit_history[0], sugar=107, bp="130/85", risk_score=0.6),
+            changed(JANET.visit_history[1], sugar=101, bp="125/82", risk_score=0.55),
         ),
     )
     d = digest(falling)
@@ -176,5 +175,5 @@ def test_directions_no_trend_took_are_avoided() -> None:
     # Strict: the record's sentences state the trends; the recommendation restates none.
     assert {"increase", "rose", "decrease", "fell"} <= set(steer(falling, d, "strict").avoid)
     assert "low" in avoid  # nothing is low
-    hypo = replace(falling, current_sugar=55)
+    hypo = changed(falling, current_sugar=55)
     assert "low" not in steer(hypo).avoid

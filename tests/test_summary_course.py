@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,23 @@ from clinsum.digest import digest
 from clinsum.grounding import check, course
 from clinsum.jsonrpc import INVALID_PARAMS, UNSUPPORTED_CLAIMS, Call, RPCError, Session
 from clinsum.prompt import build_messages, prefill
-from clinsum.records import Patient, Visit
 from clinsum.steering import heading
 from clinsum.store import SummaryStore
 from clinsum.tools import TOOLS, App
+from tests.records_helpers import changed, make_patient, make_visit
 
 from .fake_ollama import FakeOllama
 
 VISITS = (
-    Visit("2023-01-01", "blurred vision", "138/68", 180, "Diabetes",
+    make_visit("2023-01-01", "blurred vision", "138/68", 180, "Diabetes",
           "Metformin 850mg, Insulin glargine 10 units", 0.31, 0.40, "Improved",
           "Seen for diabetes management. Glucose 180 mg/dL. Lifestyle counselling given."),
-    Visit("2023-10-06", "increased thirst", "150/79", 231, "Diabetes, High cholesterol",
+    make_visit("2023-10-06", "increased thirst", "150/79", 231, "Diabetes, High cholesterol",
           "Metformin 850mg, Insulin glargine 10 units, Simvastatin 40mg", 0.44, 0.50,
           "Medication adjusted", "Follow-up for diabetes. Glucose 231 mg/dL. Metformin stopped "
           "for nausea; glipizide started."),
 )  # fmt: skip
-KATHLEEN = Patient(
+KATHLEEN = make_patient(
     patient_id=6,
     name="Kathleen Murray",
     age=54,
@@ -47,7 +46,7 @@ KATHLEEN = Patient(
     current_medications="Glipizide 5mg, Insulin glargine 10 units, Simvastatin 40mg",
     visit_history=VISITS,
 )
-OTHER = replace(KATHLEEN, patient_id=7, name="Omar Haddad", visit_history=())
+OTHER = changed(KATHLEEN, patient_id=7, name="Omar Haddad", visit_history=())
 NAMES = (KATHLEEN.name, OTHER.name)
 
 GOOD = (
@@ -176,7 +175,7 @@ def test_course_statements_that_hold(sentence: str) -> None:
 
 
 def test_escalation_is_allowed_with_a_crisis_value() -> None:
-    crisis = replace(KATHLEEN, current_sugar=412)
+    crisis = changed(KATHLEEN, current_sugar=412)
     assert check("Blood sugar 412 mg/dL is at crisis level: urgent review.", crisis, NAMES).ok
     assert not check("Urgent review.", KATHLEEN, NAMES).ok
 
@@ -198,13 +197,13 @@ def test_strict_prefill_states_the_digest_and_nothing_unsupported() -> None:
 
 
 def test_strict_prefill_hides_an_escalating_outcome_without_crisis() -> None:
-    admitted = (*VISITS[:1], replace(VISITS[1], outcome="Admitted for observation"))
-    head = prefill(replace(KATHLEEN, visit_history=admitted))
+    admitted = (*VISITS[:1], changed(VISITS[1], outcome="Admitted for observation"))
+    head = prefill(changed(KATHLEEN, visit_history=admitted))
     assert "admitted" not in head.lower() and "2023-10-06" in head
 
 
 def test_one_visit_and_no_visit_records_claim_no_change() -> None:
-    none = replace(KATHLEEN, visit_history=())
+    none = changed(KATHLEEN, visit_history=())
     assert "rose" not in prefill(none) and "fell" not in prefill(none)
     assert check(prefill(none), none, NAMES).ok
 

@@ -6,7 +6,7 @@ import bisect
 import re
 from typing import TYPE_CHECKING
 
-from ..digest import present
+from ..records import BloodPressure, joined, shown
 from ..vocab import CONDITIONS, find_concepts
 from .record import _name_lists, _record
 from .result import Claim, Fact
@@ -205,7 +205,7 @@ class Checker:
         What they say is the record's, whatever words are in them (a finding such as "body
         mass index 30+ - obesity", a drug, a number), so nothing inside them is read as a
         claim again: the summary and its check read the record the same way."""
-        entries = [*present(self.patient.symptoms())]
+        entries = list(self.patient.current_symptoms)
         if self.digest.latest is not None:
             entries.append(self.digest.latest.outcome.strip().rstrip("."))
         for entry in sorted({e.strip() for e in entries if len(e.strip()) >= 3}, key=len)[::-1]:
@@ -257,17 +257,19 @@ class Checker:
     def _bps(self) -> None:
         rec = self.rec
         for m in _BP.finditer(self.text):
-            bp = (int(m[1]), int(m[2]))
-            if not (50 <= bp[0] <= 300 and 20 <= bp[1] <= 200 and bp[0] > bp[1]):
+            # The summary's own words, read here; the record's values are typed already.
+            try:
+                bp = BloodPressure.of(int(m[1]), int(m[2]))
+            except ValueError:  # not a blood pressure ("12/3" of a date, say)
                 continue
             self.taken.append(m.span())
             source = rec.bps.get(bp)
             if source:
-                self._fact("bp", f"{bp[0]}/{bp[1]}", *m.span(), source=source)
+                self._fact("bp", str(bp), *m.span(), source=source)
                 if bp == rec.bp:
                     self.stated.add("bp")
             elif not self._threshold(m.start()):
-                self._claim("bp", *m.span(), f"record says {self.patient.current_bp}")
+                self._claim("bp", *m.span(), f"record says {shown(self.patient.current_bp)}")
 
     def _durations(self) -> None:
         self.taken += [m.span() for m in _DURATION.finditer(self.text) if self._free(*m.span())]
@@ -308,7 +310,9 @@ class Checker:
                 if source == "record":
                     self.stated.add("sugar")
             elif not self._threshold(start):
-                self._claim("sugar", start, end, f"record says {self.patient.current_sugar} mg/dL")
+                said = shown(self.patient.current_sugar)
+                unit = "" if self.patient.current_sugar is None else " mg/dL"
+                self._claim("sugar", start, end, f"record says {said}{unit}")
 
     def _risks(self) -> None:
         found = self._labelled(_RISK_LABEL, _RISK_WORDS)
@@ -323,7 +327,10 @@ class Checker:
             if match:
                 self._fact("risk", f"{match[1]} {match[0]:g}", start, end, source=match[2])
             elif not self._threshold(start):
-                reason = f"record risk score is {self.patient.risk_score:g}"
+                risk = self.patient.risk_score
+                reason = (
+                    "record has no risk score" if risk is None else f"record risk score is {risk:g}"
+                )
                 self._claim("number", start, end, reason)
 
     def _doses(self) -> None:
@@ -392,7 +399,7 @@ class Checker:
             if finding:
                 self._fact("condition", label, *span, source=finding)
             else:
-                history = self.patient.medical_history or "none"
+                history = joined(self.patient.medical_history) or "none"
                 self._claim("condition", *span, f"not in the record's history ({history})")
 
     def _finding(self, key: str, phrase: str) -> str | None:
@@ -437,8 +444,12 @@ class Checker:
             ("name", f"name: {p.name}"),
             ("age", f"age: {p.age}"),
             ("gender", f"gender: {p.gender}"),
-            ("bp", f"blood pressure: {p.current_bp}"),
-            ("sugar", f"blood sugar: {p.current_sugar}"),
+            *([("bp", f"blood pressure: {p.current_bp}")] if p.current_bp is not None else []),
+            *(
+                [("sugar", f"blood sugar: {p.current_sugar}")]
+                if p.current_sugar is not None
+                else []
+            ),
         ]
         stated = sum(k in self.stated for k, _ in keys)
         missing = [label for k, label in keys if k not in self.stated]

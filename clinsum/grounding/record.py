@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -11,24 +10,22 @@ from .words import (
     _AMBIGUOUS_NAMES,
     _COMMON_FIRST_NAMES,
     _DOSE,
-    _EMPTY_HISTORY,
     _GENDERS,
     _NOT_NAMES,
     _RECORD_NUMBER,
     _dose_unit,
     _keys,
-    _parse_bp,
 )
 
 if TYPE_CHECKING:
-    from ..records import Patient
+    from ..records import BloodPressure, Patient
 
 
 @dataclass(slots=True)
 class _Record:
     gender: str | None
-    bp: tuple[int, int] | None
-    bps: dict[tuple[int, int], str]
+    bp: BloodPressure | None
+    bps: dict[BloodPressure, str]
     sugars: dict[int, str]
     scores: list[tuple[float, str, str]]  # value, which score, source
     conditions: dict[str, str]  # condition key -> source
@@ -42,55 +39,55 @@ class _Record:
 
 def _record(patient: Patient) -> _Record:
     visits = [(f"visit {v.date}", v) for v in patient.visit_history]
-    bps: dict[tuple[int, int], str] = {}
-    sugars: dict[int, str] = {patient.current_sugar: "record"}
+    bps: dict[BloodPressure, str] = {}
+    sugars: dict[int, str] = {}
+    if patient.current_bp is not None:
+        bps[patient.current_bp] = "record"
+    if patient.current_sugar is not None:
+        sugars[patient.current_sugar] = "record"
     scores = [
-        (patient.risk_score, "risk score", "record"),
-        (patient.base_score, "base score", "record"),
+        (value, which, "record")
+        for value, which in ((patient.risk_score, "risk score"), (patient.base_score, "base score"))
+        if value is not None
     ]
     conditions: dict[str, str] = {}
     history = []
-    for entry in patient.conditions():
-        if entry.lower() not in _EMPTY_HISTORY:
-            keys = _keys(entry, "condition")
-            history.append((entry, keys))
-            conditions.update(dict.fromkeys(keys, "record"))
-    medications = [(entry, "record") for entry in patient.medications()]
-    symptoms = dict.fromkeys(_keys(patient.current_symptoms, "symptom"), "record")
-    current_bp = _parse_bp(patient.current_bp)
-    if current_bp:
-        bps[current_bp] = "record"
+    for entry in patient.medical_history:
+        keys = _keys(entry, "condition")
+        history.append((entry, keys))
+        conditions.update(dict.fromkeys(keys, "record"))
+    for entry in patient.past_history:
+        conditions.update(dict.fromkeys(_keys(entry, "condition"), "past history"))
+    medications = [(entry, "record") for entry in patient.current_medications]
+    symptoms = {k: "record" for entry in patient.current_symptoms for k in _keys(entry, "symptom")}
     for source, v in visits:
-        visit_bp = _parse_bp(v.bp)
-        if visit_bp:
-            bps.setdefault(visit_bp, source)
-        sugars.setdefault(v.sugar, source)
-        scores += [(v.risk_score, "risk score", source), (v.base_score, "base score", source)]
-        for key in _keys(v.history, "condition"):
-            conditions.setdefault(key, source)
-        medications += [(entry.strip(), source) for entry in re.split(r"[,;]", v.medications)]
-        for key in _keys(v.symptoms, "symptom"):
-            symptoms.setdefault(key, source)
+        if v.bp is not None:
+            bps.setdefault(v.bp, source)
+        if v.sugar is not None:
+            sugars.setdefault(v.sugar, source)
+        for value, which in ((v.risk_score, "risk score"), (v.base_score, "base score")):
+            if value is not None:
+                scores.append((value, which, source))
+        for entry in v.history:
+            for key in _keys(entry, "condition"):
+                conditions.setdefault(key, source)
+        medications += [(entry, source) for entry in v.medications]
+        for entry in v.symptoms:
+            for key in _keys(entry, "symptom"):
+                symptoms.setdefault(key, source)
     doses: dict[tuple[float, str], tuple[str, str]] = {}
     for entry, source in medications:
         for m in _DOSE.finditer(entry):
             doses.setdefault((float(m[1]), _dose_unit(m[2])), (entry, source))
-    texts = [
-        str(patient.patient_id),
-        str(patient.age),
-        patient.current_symptoms,
-        patient.current_bp,
-        str(patient.current_sugar),
-        patient.medical_history,
-        patient.current_medications,
-    ]
+    texts = [str(patient.patient_id), str(patient.age), *patient.texts()]
+    texts += [str(x) for x in (patient.current_bp, patient.current_sugar) if x is not None]
     for _, v in visits:
-        texts += [v.date, v.symptoms, v.bp, str(v.sugar), v.history, v.medications, v.notes]
-        texts += [v.outcome]
+        texts.append(v.date)
+        texts += [str(x) for x in (v.bp, v.sugar) if x is not None]
     numbers = {float(n) for t in texts for n in _RECORD_NUMBER.findall(t)}
     return _Record(
         gender=_GENDERS.get(patient.gender.strip().lower()),
-        bp=current_bp,
+        bp=patient.current_bp,
         bps=bps,
         sugars=sugars,
         scores=scores,

@@ -188,16 +188,10 @@ _FINDING_PHRASES = {
 }
 _MENTION_RANK = {"asserted": 0, "hedged": 1, "negated": 2}
 _SMALL_COUNT = 10  # "2-3 times", "type 2": counts, not clinical values
-_EMPTY_HISTORY = frozenset({"", "none", "n/a", "na", "nil", "no known history"})
 
 
 def _keys(text: str, kind: str) -> list[str]:
     return [c.partition(":")[2] for c in find_concepts(text) if c.startswith(kind + ":")]
-
-
-def _parse_bp(text: str) -> tuple[int, int] | None:
-    m = re.search(r"(\d{2,3})\s*/\s*(\d{2,3})", text)
-    return (int(m[1]), int(m[2])) if m else None
 
 
 def _close(written: str, target: float) -> bool:

@@ -14,7 +14,17 @@ its cache. Each value is parsed once, here; every layer above reads typed values
 
 from .cache import load
 from .formats import Loaded, default_data_file, load_patients
-from .model import NOT_RECORDED, BloodPressure, Patient, RecordError, Visit, shown
+from .model import (
+    NOT_RECORDED,
+    BloodPressure,
+    Patient,
+    RecordError,
+    Visit,
+    entries,
+    is_no_entry,
+    joined,
+    shown,
+)
 from .parse import COLUMNS, SCALES, file_hash
 from .table import Records
 
@@ -29,7 +39,10 @@ __all__ = [
     "Records",
     "Visit",
     "default_data_file",
+    "entries",
     "file_hash",
+    "is_no_entry",
+    "joined",
     "load",
     "load_patients",
     "shown",

@@ -254,6 +254,18 @@ class Patient:
             tuple(past),
         )
 
+    def texts(self) -> tuple[str, ...]:
+        """Every free-text entry of the record, visits included: what it says in words."""
+        out = [
+            *self.medical_history,
+            *self.past_history,
+            *self.current_symptoms,
+            *self.current_medications,
+        ]
+        for v in self.visit_history:
+            out += [*v.symptoms, *v.history, *v.medications, v.outcome, v.notes]
+        return tuple(out)
+
     # The lists by what they hold (kept as methods: callers read them as such).
     def conditions(self) -> tuple[str, ...]:
         return self.medical_history

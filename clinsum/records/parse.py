@@ -204,18 +204,19 @@ def _parse_visit(index: int, raw: object, scale: float) -> Visit:
 
 
 def _parse_visits(raw: str | list[Any], scale: float) -> tuple[Visit, ...]:
+    visits: object = raw
     if isinstance(raw, str):
         if not raw.strip():
             return ()
         try:
-            raw = json.loads(raw)
+            visits = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise _Invalid(
                 "visit_history", f"is not valid JSON ({exc.msg} at char {exc.pos})", raw
             ) from None
-    if not isinstance(raw, list):
+    if not isinstance(visits, list):
         raise _Invalid("visit_history", "must be a JSON list of visits", raw)
-    return tuple(_parse_visit(i, v, scale) for i, v in enumerate(raw))
+    return tuple(_parse_visit(i, v, scale) for i, v in enumerate(visits))
 
 
 def _parse_row(row: Mapping[str, Any], scale: float) -> Patient:
