@@ -104,6 +104,7 @@ class Reading:
     bp: BloodPressure | None
     sugar: int | None
     risk: float | None
+    risk_moved: bool = False  # a meaningful change from the first recorded risk
 
     def to_dict(self) -> dict[str, Any]:
         bp_cat = None if self.bp is None else bp_category(self.bp)
@@ -118,6 +119,7 @@ class Reading:
             "sugar_category": sugar_cat,
             "sugar_flagged": sugar_cat in SUGAR_FLAGGED,
             "risk": self.risk,
+            "risk_moved": self.risk_moved,
         }
 
 
@@ -321,8 +323,14 @@ def _trend(
 
 
 def _readings(patient: Patient, visits: list[Visit]) -> tuple[Reading, ...]:
-    now = Reading(NOW, patient.current_bp, patient.current_sugar, patient.risk_score)
-    return (*(Reading(v.date, v.bp, v.sugar, v.risk_score) for v in visits), now)
+    rows = [(v.date, v.bp, v.sugar, v.risk_score) for v in visits]
+    rows.append((NOW, patient.current_bp, patient.current_sugar, patient.risk_score))
+    first = next((risk for *_, risk in rows if risk is not None), None)
+    step = RISK_TREND * patient.score_scale - 1e-9
+    return tuple(
+        Reading(date, bp, sugar, risk, risk is not None and abs(risk - first) >= step)
+        for date, bp, sugar, risk in rows
+    )
 
 
 def _trends(patient: Patient, readings: tuple[Reading, ...]) -> tuple[Trend, ...]:

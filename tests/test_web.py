@@ -22,11 +22,15 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from clinsum.digest import digest
 from clinsum.records import load_patients
 
 from .conftest import DATA, ServerProcess, server_args
 from .robust_helpers import OllamaThread
 from .web_helpers import PageServer, launch_chromium
+
+NO_VITALS = Path(__file__).parent / "data" / "no_vitals.csv"
+UNMEASURED = ("206", "208")  # visits alternately without BP or sugar; nothing measured at all
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 TOKEN = "web-test-token-\u00e9"  # not ASCII: the subprotocol carries it base64url-encoded
@@ -37,11 +41,14 @@ N_TOKENS = 30
 
 @pytest.fixture(scope="module")
 def web_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first 8 patients of patient_data.csv; the 8th is renamed to HOSTILE."""
+    """The first 8 patients of patient_data.csv, the 8th renamed to HOSTILE; then two patients
+    of tests/data/no_vitals.csv whose BP and sugar were not always recorded."""
     folder = tmp_path_factory.mktemp("webdata")
     with open(DATA, newline="") as f:
         rows = list(csv.DictReader(f))[:8]
     rows[-1]["name"] = HOSTILE
+    with open(NO_VITALS, newline="") as f:
+        rows += [r for r in csv.DictReader(f) if r["patient_id"] in UNMEASURED]
     with open(folder / "patient_data.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -215,16 +222,18 @@ def test_full_flow(
 
     # The visit table shows each visit's BP as written; three charts with the values.
     bp_cells = page.locator("#visits tbody tr td:nth-child(2)")
-    assert bp_cells.all_text_contents() == [v.bp for v in patient.visit_history]
+    assert bp_cells.all_text_contents() == [str(v.bp) for v in patient.visit_history]
     for title in ("Blood pressure", "Blood sugar", "Risk score"):
         chart = page.locator(f'svg[role="img"][aria-label^="{title}"]')
         expect(chart).to_have_count(1)
         box = chart.bounding_box()
         assert box and box["width"] > 100 and box["height"] > 50, (title, box)
-    bp_label = page.locator('svg[aria-label^="Blood pressure"]').get_attribute("aria-label")
+    # The charts draw the digest, which arrives after the record.
+    bp_chart = page.locator('svg[aria-label^="Blood pressure"]')
+    expect(bp_chart).to_have_attribute("aria-label", re.compile(f"now {patient.current_bp}"))
+    bp_label = bp_chart.get_attribute("aria-label")
     for v in patient.visit_history:
-        assert v.bp in bp_label
-    assert patient.current_bp in bp_label
+        assert str(v.bp) in bp_label
     sugar_label = page.locator('svg[aria-label^="Blood sugar"]').get_attribute("aria-label")
     assert str(patient.current_sugar) in sugar_label
     # Thresholds are drawn; a reading beyond them is marked.
@@ -336,6 +345,48 @@ def test_hostile_name_shows_as_text_keyboard_only(server: PageServer, watched: W
     assert page.locator("main img").count() == 0
     page.wait_for_timeout(200)  # an injected onerror would have fired by now
     assert watched.dialogs == []
+    assert watched.errors == []
+
+
+def _runs(values: list[Any]) -> int:
+    """Lines a chart draws for a series: runs of two or more recorded values."""
+    runs, length = 0, 0
+    for v in [*values, None]:
+        if v is None:
+            runs += length > 1
+            length = 0
+        else:
+            length += 1
+    return runs
+
+
+@pytest.mark.parametrize("pid", [int(p) for p in UNMEASURED])
+def test_a_record_without_vitals_shows_gaps_and_not_recorded(
+    server: PageServer, watched: Watched, patients: dict[int, Any], pid: int
+) -> None:
+    """What was not measured is "not recorded" in the record and a gap in the charts, drawn
+    from the digest's readings as the server computed them (issue #23)."""
+    patient = patients[pid]
+    readings = [r.to_dict() for r in digest(patient).readings]
+    page = watched.page
+    page.goto(server.url)
+    expect(page.locator("#conn")).to_contain_text("Connected")
+    _search(page, patient.medical_history[0])
+    _open(page, patient.name)
+    record = page.locator("#record")
+    expect(record).to_contain_text("BP nownot recorded")
+    if patient.current_sugar is None:
+        expect(record).to_contain_text("Blood sugar nownot recorded")
+    bp_chart = page.locator('svg[aria-label^="Blood pressure"]')
+    expect(bp_chart).to_have_attribute("aria-label", re.compile("now not recorded"))
+    systolic = [r["systolic"] for r in readings]
+    sugars = [r["sugar"] for r in readings]
+    # One dot per recorded value, a line only between neighbours that were both recorded.
+    expect(page.locator("#chart-bp circle.s1")).to_have_count(sum(v is not None for v in systolic))
+    assert page.locator("#chart-bp polyline.s1").count() == _runs(systolic)
+    expect(page.locator("#chart-sugar circle")).to_have_count(sum(v is not None for v in sugars))
+    assert page.locator("#chart-sugar polyline").count() == _runs(sugars)
+    assert "0 mg/dL" not in page.locator("#patient").inner_text()
     assert watched.errors == []
 
 

@@ -9,6 +9,7 @@ import { Connection } from "./rpc.js";
 const TOKEN_KEY = "clinsum.token"; // sessionStorage only: gone when the tab closes
 const MAX_FRAMES = 5000; // the protocol view keeps this many, then drops the oldest
 const UNSUPPORTED = -32005;
+const NOT_RECORDED = "not recorded"; // how the page shows a value the record does not have
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -220,19 +221,6 @@ function renderHits(hits) {
 
 // --- the patient ------------------------------------------------------------------------------
 
-function parseBp(text) {
-  const m = /(\d{2,3})\s*\/\s*(\d{2,3})/.exec(String(text));
-  return m ? [Number(m[1]), Number(m[2])] : [null, null];
-}
-
-// The visits by date, then the record's current values ("now"), as the digest orders them.
-function readings(p) {
-  const visits = [...p.visit_history].sort((a, b) => (a.date < b.date ? -1 : a.date > b.date ? 1 : 0));
-  const rows = visits.map((v) => ({ date: v.date, bp: v.bp, sugar: v.sugar, risk: v.risk_score }));
-  rows.push({ date: "now", bp: p.current_bp, sugar: p.current_sugar, risk: p.risk_score });
-  return rows;
-}
-
 async function openPatient(id) {
   const status = $("search-status");
   cancel(); // a summary still being written belongs to the patient being left
@@ -261,10 +249,10 @@ function renderPatient(p) {
     ["Age", p.age],
     ["Gender", p.gender],
     ["Symptoms now", p.current_symptoms],
-    ["BP now", p.current_bp],
-    ["Blood sugar now", `${p.current_sugar} mg/dL`],
-    ["Risk score", p.risk_score],
-    ["Base score", p.base_score],
+    ["BP now", p.current_bp === null ? NOT_RECORDED : p.current_bp],
+    ["Blood sugar now", p.current_sugar === null ? NOT_RECORDED : `${p.current_sugar} mg/dL`],
+    ["Risk score", p.risk_score === null ? NOT_RECORDED : p.risk_score],
+    ["Base score", p.base_score === null ? NOT_RECORDED : p.base_score],
     ["History", p.medical_history],
     ["Medications", p.current_medications],
   ];
@@ -278,22 +266,24 @@ function renderPatient(p) {
   for (const v of p.visit_history) {
     const tr = node("tr");
     for (const value of [v.date, v.bp, v.sugar, v.risk_score, v.symptoms, v.medications, v.outcome, v.notes]) {
-      tr.append(node("td", value));
+      tr.append(node("td", value === null || value === undefined ? NOT_RECORDED : value));
     }
     body.append(tr);
   }
-  drawCharts(p);
+  drawCharts(null); // until the digest arrives
 }
 
-function drawCharts(p) {
+// The charts draw the digest's readings as the server computed them: its values (null where
+// nothing was recorded), its categories and flags. Only the threshold lines come from
+// /config.json, which the server fills from the digest's own constants.
+function drawCharts(d, scale) {
   const t = state.config.thresholds;
-  const rows = readings(p);
+  const rows = d ? d.readings || [] : [];
   const labels = rows.map((r) => r.date);
-  const bp = rows.map((r) => parseBp(r.bp));
-  const systolic = bp.map((b) => b[0]);
-  const diastolic = bp.map((b) => b[1]);
-  const bpFlag = (s, d) => (s !== null && s >= t.systolic.high) || (d !== null && d >= t.diastolic.high);
-  const anyBpHigh = bp.some(([s, d]) => bpFlag(s, d));
+  const shown = (v, unit) => (v === null || v === undefined ? "not recorded" : `${v}${unit}`);
+  const systolic = rows.map((r) => r.systolic);
+  const diastolic = rows.map((r) => r.diastolic);
+  const bpText = (r) => (r.systolic === null ? "not recorded" : `${r.systolic}/${r.diastolic}`);
   drawChart($("chart-bp"), {
     title: "Blood pressure",
     unit: "mmHg",
@@ -305,15 +295,14 @@ function drawCharts(p) {
     thresholds: [
       { value: t.systolic.high, label: `${t.systolic.high} systolic` },
       { value: t.diastolic.high, label: `${t.diastolic.high} diastolic` },
-      ...(anyBpHigh ? [{ value: t.systolic.crisis, label: `${t.systolic.crisis} crisis` }] : []),
+      ...(rows.some((r) => r.bp_flagged) ? [{ value: t.systolic.crisis, label: `${t.systolic.crisis} crisis` }] : []),
     ],
-    flagged: (si, v) => v >= (si === 0 ? t.systolic.high : t.diastolic.high),
+    flagged: (si, i) => rows[i].bp_flagged,
     format: (v) => String(Math.round(v)),
-    describe: (i) => `${rows[i].bp}${bpFlag(systolic[i], diastolic[i]) ? " (flagged)" : ""}`,
+    describe: (i) => `${bpText(rows[i])}${rows[i].bp_flagged ? ` (flagged: ${rows[i].bp_category})` : ""}`,
   });
 
-  const sugarFlag = (v) => v < t.sugar.low || v >= t.sugar.high;
-  const sugars = rows.map((r) => Number(r.sugar));
+  const sugars = rows.map((r) => r.sugar);
   drawChart($("chart-sugar"), {
     title: "Blood sugar",
     unit: "mg/dL",
@@ -322,32 +311,35 @@ function drawCharts(p) {
     thresholds: [
       { value: t.sugar.low, label: `${t.sugar.low} low` },
       { value: t.sugar.high, label: `${t.sugar.high} high` },
-      ...(sugars.some((v) => v >= t.sugar.high) ? [{ value: t.sugar.crisis, label: `${t.sugar.crisis} crisis` }] : []),
+      ...(rows.some((r) => r.sugar_category === "crisis" || r.sugar_category === "high")
+        ? [{ value: t.sugar.crisis, label: `${t.sugar.crisis} crisis` }]
+        : []),
     ],
-    flagged: (si, v) => sugarFlag(v),
+    flagged: (si, i) => rows[i].sugar_flagged,
     format: (v) => String(Math.round(v)),
-    describe: (i) => `${sugars[i]}${sugarFlag(sugars[i]) ? " (flagged)" : ""}`,
+    describe: (i) => `${shown(sugars[i], "")}${rows[i].sugar_flagged ? ` (flagged: ${rows[i].sugar_category})` : ""}`,
   });
 
-  // Risk has no screening threshold; the digest's is a change of 0.10 (on the 0-1 scale)
-  // from the earliest visit, drawn as the band a meaningful change leaves.
-  const scale = Number(p.score_scale) || 1;
-  const risks = rows.map((r) => Number(r.risk));
-  const step = t.risk_change * scale;
-  const first = risks[0];
-  const riskFlag = (v) => Math.abs(v - first) >= step - 1e-9;
+  // Risk has no screening threshold; the digest marks a change of 0.10 (on the 0-1 scale)
+  // from the first recorded risk, drawn as the band such a change leaves.
+  const risks = rows.map((r) => r.risk);
+  const step = t.risk_change * (Number(scale) || 1);
+  const first = risks.find((v) => v !== null && v !== undefined);
   drawChart($("chart-risk"), {
     title: "Risk score",
-    unit: scale === 1 ? "0 to 1" : `0 to ${scale}`,
+    unit: (Number(scale) || 1) === 1 ? "0 to 1" : `0 to ${scale}`,
     labels,
     series: [{ name: "risk", cls: "s1", values: risks }],
-    thresholds: [
-      { value: first + step, label: `first +${+step.toFixed(2)}` },
-      { value: first - step, label: `first −${+step.toFixed(2)}` },
-    ],
-    flagged: (si, v) => riskFlag(v),
+    thresholds:
+      first === undefined
+        ? []
+        : [
+            { value: first + step, label: `first +${+step.toFixed(2)}` },
+            { value: first - step, label: `first −${+step.toFixed(2)}` },
+          ],
+    flagged: (si, i) => rows[i].risk_moved,
     format: (v) => v.toFixed(2),
-    describe: (i) => `${risks[i]}${i > 0 && riskFlag(risks[i]) ? " (meaningful change)" : ""}`,
+    describe: (i) => `${shown(risks[i], "")}${rows[i].risk_moved ? " (meaningful change)" : ""}`,
   });
 }
 
@@ -364,6 +356,7 @@ async function loadDigest(patientId) {
 }
 
 function renderDigest(d, message) {
+  drawCharts(d, state.patient && state.patient.score_scale);
   const body = $("digest-body");
   body.replaceChildren();
   if (!d) {

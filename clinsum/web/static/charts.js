@@ -23,8 +23,9 @@ function niceTicks(lo, hi, count) {
 }
 
 // spec: {title, unit, labels: [date...], series: [{name, cls, values: [number|null...]}],
-//        thresholds: [{value, label}], flagged(seriesIndex, value) -> bool, format(v) -> str,
-//        describe(i) -> str (one point in the text alternative)}
+//        thresholds: [{value, label}], flagged(seriesIndex, pointIndex) -> bool (as the server
+//        flagged it), format(v) -> str, describe(i) -> str (one point in the text alternative)}
+// A null value was not recorded: the line breaks there (a gap, never a zero).
 export function drawChart(figure, spec) {
   figure.replaceChildren();
   const all = spec.series.flatMap((s) => s.values).filter((v) => Number.isFinite(v));
@@ -63,11 +64,18 @@ export function drawChart(figure, spec) {
     }
   });
   spec.series.forEach((s, si) => {
-    const coords = s.values.map((v, i) => (Number.isFinite(v) ? `${x(i)},${y(v)}` : null)).filter(Boolean);
-    svg.append(el("polyline", { points: coords.join(" "), class: `line ${s.cls}` }));
+    let run = [];
+    const runs = [run];
+    s.values.forEach((v, i) => {
+      if (Number.isFinite(v)) run.push(`${x(i)},${y(v)}`);
+      else if (run.length) runs.push((run = []));
+    });
+    for (const coords of runs) {
+      if (coords.length > 1) svg.append(el("polyline", { points: coords.join(" "), class: `line ${s.cls}` }));
+    }
     s.values.forEach((v, i) => {
       if (!Number.isFinite(v)) return;
-      const flagged = spec.flagged(si, v);
+      const flagged = spec.flagged(si, i);
       svg.append(el("circle", { cx: x(i), cy: y(v), r: flagged ? 5.5 : 3, class: flagged ? `dot flag ${s.cls}` : `dot ${s.cls}` }));
     });
   });
