@@ -29,7 +29,6 @@ from .words import (
     _RISK_BEFORE,
     _RISK_LABEL,
     _RISK_WORDS,
-    _SENTENCE_END,
     _SMALL_COUNT,
     _STRAY,
     _SUGAR_LABEL,
@@ -45,6 +44,7 @@ from .words import (
     _phrase_pattern,
     _status,
     _word_pattern,
+    sentences,
 )
 
 if TYPE_CHECKING:
@@ -67,23 +67,13 @@ class Checker:
         self.stated: set[str] = set()
         self.taken: list[tuple[int, int]] = []
         self.quoted: list[tuple[int, int]] = []  # the record's own entries, repeated verbatim
-        self.sentences = self._sentences()
+        self.sentences = sentences(self.text)
         self.sentence_starts = [s for s, _ in self.sentences]
         self.other_person = {
             i for i, (s, e) in enumerate(self.sentences) if _OTHER_PERSON.search(summary, s, e)
         }
 
     # helpers
-
-    def _sentences(self) -> list[tuple[int, int]]:
-        spans, start = [], 0
-        for m in _SENTENCE_END.finditer(self.text):
-            if m.end() > start:
-                spans.append((start, m.end()))
-            start = m.end()
-        if start < len(self.text):
-            spans.append((start, len(self.text)))
-        return spans
 
     def _about_someone_else(self, pos: int) -> bool:
         return bisect.bisect_right(self.sentence_starts, pos) - 1 in self.other_person

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .words import _SENTENCE_END
+from .words import sentences
 
 if TYPE_CHECKING:
     from ..digest import Digest, Trend, Vital
@@ -95,18 +95,6 @@ class Reading:
     @property
     def escalations(self) -> list[Statement]:
         return [s for s in self.statements if s.kind == "escalation" and not s.supported]
-
-
-def sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence, split as the grounding check splits them."""
-    spans, start = [], 0
-    for m in _SENTENCE_END.finditer(text):
-        if m.end() > start:
-            spans.append((start, m.end()))
-        start = m.end()
-    if start < len(text):
-        spans.append((start, len(text)))
-    return spans
 
 
 def _clauses(text: str, s0: int, s1: int) -> list[tuple[str, int, int]]:

@@ -236,3 +236,15 @@ def _status(sentence: str, start: int, end: int) -> str:
     if best:
         return best[1]
     return "hedged" if _POST_HEDGE.match(sentence, end) else "asserted"
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence, as every part of the grounding check splits them."""
+    spans, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.end() > start:
+            spans.append((start, m.end()))
+        start = m.end()
+    if start < len(text):
+        spans.append((start, len(text)))
+    return spans

@@ -10,12 +10,12 @@ columns), never by its name:
 - one row per visit (the original's `patients_detailed.csv`): a patient's current fields are
   those of their latest visit.
 
-Translation only renames and re-spells what real exports write: "128/82 mmHg" and
-"135.0/87.0" become "128/82" and "135/87", a decimal glucose is rounded to whole mg/dL (said
-once in the log), an ISO timestamp becomes its date, `M`/`F` become Male/Female, and
-`none`/`None`/empty mean no entries. Anything else is passed on unchanged, so that
-`parse.validate` refuses it as it refuses any bad file, naming file, line and field
-("12/ab", a diastolic above the systolic, an age of 300).
+Translation only renames and re-spells what real exports write: a decimal glucose is
+rounded to whole mg/dL (said once in the log), an ISO timestamp becomes its date, `M`/`F`
+become Male/Female. A blood pressure such as "128/82 mmHg" or "135.0/87.0" is read by
+`BloodPressure.parse` itself, and `none`/`None`/empty lists by `model.entries`. Anything
+else is passed on unchanged, so that `parse.validate` refuses it as it refuses any bad file,
+naming file, line and field ("12/ab", a diastolic above the systolic, an age of 300).
 
 The score scale is detected per file: any base or risk score above 1 puts the whole file on
 0-10, and every score of that file is read on that scale (never mixed).
@@ -64,7 +64,6 @@ VISIT_TEXT_KEYS = frozenset(
 SCORE_KEYS = ("base_score", "risk_score")
 GENDERS = {"m": "Male", "f": "Female"}
 
-_BP = re.compile(r"(\d{2,3})(?:\.0*)?\s*/\s*(\d{2,3})(?:\.0*)?\s*(?:mm\s*hg)?", re.I)
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 _SUGAR = re.compile(r"(\d+(?:\.\d*)?)\s*(?:mg/dl)?", re.I)
 
@@ -84,10 +83,6 @@ class _Translator:
     """Re-spells values; counts what it changed so the log can say it once."""
 
     rounded: list[tuple[str, int]] = field(default_factory=list)
-
-    def bp(self, value: Any) -> Any:
-        match = _BP.fullmatch(value.strip()) if isinstance(value, str) else None
-        return f"{match[1]}/{match[2]}" if match else value
 
     def sugar(self, value: Any, as_text: bool, note: bool = True) -> Any:
         """A decimal glucose rounded to whole mg/dL; text stays text for CSV fields.
@@ -127,8 +122,6 @@ class _Translator:
         if not isinstance(raw, dict):
             return raw
         out = {VISIT_RENAMES.get(k, k): v for k, v in raw.items()}
-        if "bp" in out:
-            out["bp"] = self.bp(out["bp"])
         if "sugar" in out:
             out["sugar"] = self.sugar(out["sugar"], as_text=False)
         if "date" in out:
@@ -139,7 +132,6 @@ class _Translator:
         """A canonical row (text values; the visits decoded) from a patient and their visits."""
         row: dict[str, Any] = {c: _text(raw.get(c, "")) for c in COLUMNS if c != "visit_history"}
         row["gender"] = self.gender(row["gender"])
-        row["current_bp"] = self.bp(row["current_bp"])
         row["current_sugar"] = self.sugar(row["current_sugar"], as_text=True)
         # Decoded once, here: the validator reads the list as it is (text that is not a JSON
         # list is handed on, and the validator says why).

@@ -28,7 +28,8 @@ NO_ENTRY = frozenset(
 NOT_RECORDED = "not recorded"  # how a missing vital is written for readers
 
 _LIST_SPLIT = re.compile(r"[;,]")
-_BP = re.compile(r"(\d{2,3})\s*/\s*(\d{2,3})")
+# "128/82", and as real exports write it: "128/82 mmHg", "135.0/87.0".
+_BP = re.compile(r"(\d{2,3})(?:\.0*)?\s*/\s*(\d{2,3})(?:\.0*)?\s*(?:mm\s*hg)?", re.I)
 
 
 class RecordError(ValueError):
@@ -47,7 +48,7 @@ class BloodPressure:
 
     @classmethod
     def parse(cls, text: str) -> BloodPressure:
-        """ "128/82" (spaces allowed) -> BloodPressure(128, 82).
+        """ "128/82", "128 / 82 mmHg" or "128.0/82.0" -> BloodPressure(128, 82).
 
         Raises:
             ValueError: the text is not "systolic/diastolic", a value is out of range, or the
