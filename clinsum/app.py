@@ -13,7 +13,8 @@ from contextlib import suppress
 
 from . import recordcache
 from .backends import Backend, LLMError, create_backend
-from .config import Config, StartupError
+from .config import Config
+from .errors import StartupError
 from .prompt import build_messages, prefill
 from .records import RecordError
 from .search import PatientIndex, SearchError

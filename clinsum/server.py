@@ -21,8 +21,10 @@ from contextlib import suppress
 from typing import Any, NoReturn
 
 from . import logs
+from .access import check_access
 from .app import build_app, wait_loaded
-from .config import Config, StartupError, check_access, parse_args
+from .config import Config, parse_args
+from .errors import StartupError
 from .faces import http as http_face
 from .faces import stdio as stdio_face
 from .faces import ws as ws_face

@@ -34,7 +34,8 @@ from mcp.shared.memory import create_connected_server_and_client_session
 
 from clinsum import mcp as dialect
 from clinsum.backends.ollama import OllamaBackend
-from clinsum.config import Config, StartupError, parse_args
+from clinsum.config import Config, parse_args
+from clinsum.errors import StartupError
 from clinsum.faces import http as http_face
 from clinsum.faces.sdk import build_server
 from clinsum.store import SummaryStore

@@ -1,7 +1,7 @@
 """The WebSocket face: moves frames between connections and the JSON-RPC dispatcher.
 
 This module moves frames and enforces the limits; who may connect is decided by the shared
-`Policy` (`faces/base.py`), and what a frame means by `jsonrpc`, `mcp` and `tools`. Each
+`Policy` (`access.py`), and what a frame means by `jsonrpc`, `mcp` and `tools`. Each
 request runs in its own task, so a `ping` is answered while summaries stream, and a cancelled
 or disconnected request takes its generation down with it.
 """
@@ -22,13 +22,14 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from ..access import PAGE_SUBPROTOCOL, Policy, RefusalLog, check_access
 from ..app import build_app
-from ..config import Config, StartupError, check_access
+from ..config import Config
+from ..errors import StartupError
 from ..jsonrpc import Dispatcher, Session, dumps, notification, parse
 from ..legacy import protocol as legacy_protocol
 from ..mcp import build_dispatcher
 from ..tools import App
-from .base import PAGE_SUBPROTOCOL, Policy, RefusalLog
 
 log = logging.getLogger("WebSocket")
 
