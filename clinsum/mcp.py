@@ -90,7 +90,7 @@ def mcp_events(call: Call) -> StreamEvents:
 
 def build_dispatcher(app: App) -> Dispatcher:
     """Register every plain method and every MCP method for one running `App`."""
-    d = Dispatcher()
+    d = Dispatcher(log)
 
     for tool in TOOLS.values():
         d.methods[tool.name] = _plain(app, tool)

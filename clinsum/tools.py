@@ -25,20 +25,17 @@ import orjson
 from . import grounding
 from .backends.base import Backend, LLMError
 from .digest import Digest, digest
-from .faces.base import NoEvents
-from .jsonrpc import (
+from .errors import (
     BUSY,
-    INVALID_PARAMS,
     LLM_UNAVAILABLE,
     SAVE_FAILED,
     SEARCH_UNAVAILABLE,
     UNKNOWN_PATIENT,
     UNKNOWN_SUMMARY,
     UNSUPPORTED_CLAIMS,
-    Call,
-    RPCError,
-    invalid_params,
 )
+from .events import NoEvents
+from .jsonrpc import INVALID_PARAMS, Call, RPCError, invalid_params
 from .metrics import Metrics
 from .prompt import STYLES, build_messages, default_style, model_part_done, prefill
 from .recordcache import Records

@@ -14,8 +14,9 @@ import pytest
 
 from clinsum.backends.ollama import OllamaBackend
 from clinsum.digest import digest
+from clinsum.errors import UNSUPPORTED_CLAIMS
 from clinsum.grounding import check, course
-from clinsum.jsonrpc import INVALID_PARAMS, UNSUPPORTED_CLAIMS, Call, RPCError, Session
+from clinsum.jsonrpc import INVALID_PARAMS, Call, RPCError, Session
 from clinsum.prompt import build_messages, prefill
 from clinsum.records import Patient, Visit
 from clinsum.steering import heading

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..faces.base import Events, NoEvents
+from ..events import Events, NoEvents
 from ..jsonrpc import Call, Dispatcher, RPCError, invalid_params
 from ..tools import TOOLS, App
 from . import text

@@ -1,9 +1,10 @@
-"""What every face shares, without I/O: the events a running tool reports.
+"""What a running tool reports, without I/O: `Events`, spelled on the wire by each face.
 
 Rule 1: a tool says *what happened* (a token was generated, the request is queued); how that
 is spelled on the wire (`stream_token`, MCP progress, the original tool's frame) is decided by
 the face that owns the connection, in an `Events` implementation of its own.
-Rule 2: this file imports nothing from the rest of the package and knows no transport.
+Rule 2: this file imports nothing from the rest of the package and knows no transport; it
+sits beside `jsonrpc`, whose `Call` carries the events of the request it serves.
 """
 
 from __future__ import annotations
