@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from . import __version__
+from .app import App
 from .jsonrpc import (
     INVALID_PARAMS,
     Call,
@@ -23,7 +24,7 @@ from .jsonrpc import (
     clip,
     invalid_params,
 )
-from .tools import TOOLS, App, Tool
+from .tools import TOOLS, Tool
 
 log = logging.getLogger("MCP Protocol")
 

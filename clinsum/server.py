@@ -22,13 +22,13 @@ from typing import Any, NoReturn
 
 from . import logs
 from .access import check_access
-from .app import build_app, wait_loaded
+from .app import App, wait_loaded
+from .compose import build_app
 from .config import Config, parse_args
 from .errors import StartupError
 from .faces import http as http_face
 from .faces import stdio as stdio_face
 from .faces import ws as ws_face
-from .tools import App
 
 log = logging.getLogger("WebSocket")
 server_log = logging.getLogger("Server")

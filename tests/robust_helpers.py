@@ -102,7 +102,7 @@ class Live:
 
     url: str
     server: Any  # websockets Server
-    app: Any  # clinsum.tools.App
+    app: Any  # clinsum.app.App
     transport: RecordingTransport
 
     @property
@@ -148,9 +148,9 @@ async def make_app(
 ) -> Any:
     """An `App` over the shared index, `backend` (default: the Ollama backend at
     `ollama_url`) and a fresh store."""
+    from clinsum.app import App
     from clinsum.backends.ollama import OllamaBackend
     from clinsum.store import SummaryStore
-    from clinsum.tools import App
 
     patients, index = await asyncio.to_thread(patients_and_index, str(data))
     store = SummaryStore(summaries)
@@ -165,7 +165,7 @@ class LiveHttp:
 
     url: str  # http://127.0.0.1:PORT/mcp
     face: Any  # clinsum.faces.http.HttpFace: connections(), sessions()
-    app: Any  # clinsum.tools.App
+    app: Any  # clinsum.app.App
 
 
 @asynccontextmanager

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from clinsum.app import App
 from clinsum.config import Config
 from clinsum.faces.ws import running
 from clinsum.legacy import data, text
 from clinsum.legacy.protocol import ALIASES, FrameEvents
 from clinsum.search import PatientIndex
 from clinsum.store import SummaryStore
-from clinsum.tools import App
 
 ORIGINAL = Path(__file__).resolve().parent / "data" / "original"
 JERRY = {

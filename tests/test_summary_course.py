@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from clinsum.app import App
 from clinsum.backends.ollama import OllamaBackend
 from clinsum.digest import digest
 from clinsum.errors import UNSUPPORTED_CLAIMS
@@ -21,7 +22,7 @@ from clinsum.prompt import build_messages, prefill
 from clinsum.records import Patient, Visit
 from clinsum.steering import heading
 from clinsum.store import SummaryStore
-from clinsum.tools import TOOLS, App
+from clinsum.tools import TOOLS
 
 from .fake_ollama import FakeOllama
 

@@ -36,12 +36,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import web
 from ..access import LOOPBACK_NAMES, Policy, RefusalLog, check_access, host_name
-from ..app import AppSource, loaded, on_loaded
+from ..app import App, AppSource, loaded, on_loaded
 from ..config import Config
 from ..errors import StartupError
 from ..jsonrpc import INVALID_REQUEST, PARSE_ERROR, RPCError, error_reply, parse
 from ..metrics import CONTENT_TYPE
-from ..tools import App
 from .sdk import build_server
 
 log = logging.getLogger("HTTP")

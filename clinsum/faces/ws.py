@@ -23,13 +23,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..access import PAGE_SUBPROTOCOL, Policy, RefusalLog, check_access
-from ..app import build_app
+from ..app import App
+from ..compose import build_app
 from ..config import Config
 from ..errors import StartupError
 from ..jsonrpc import Dispatcher, Session, dumps, notification, parse
 from ..legacy import protocol as legacy_protocol
 from ..mcp import build_dispatcher
-from ..tools import App
 
 log = logging.getLogger("WebSocket")
 
