@@ -23,8 +23,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from clinsum.app import App
+from clinsum.compose import websocket as running
 from clinsum.config import Config
-from clinsum.faces.ws import running
 from clinsum.legacy import data, text
 from clinsum.legacy.protocol import ALIASES, FrameEvents
 from clinsum.search import PatientIndex

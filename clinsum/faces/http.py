@@ -35,7 +35,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import web
-from ..access import LOOPBACK_NAMES, Policy, RefusalLog, check_access, host_name
+from ..access import LOOPBACK_NAMES, Policy, RefusalLog, host_name
 from ..app import App, AppSource, loaded, on_loaded
 from ..config import Config
 from ..errors import StartupError
@@ -357,7 +357,6 @@ async def running(
         StartupError: the port cannot be bound.
     """
     assert config.http_port is not None
-    check_access(config)
     sock = _listen(config.host, config.http_port)
     port = sock.getsockname()[1]
     policy.allow_page(port)
