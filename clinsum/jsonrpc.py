@@ -1,9 +1,10 @@
 """JSON-RPC 2.0 without I/O: bytes or text in, reply objects out.
 
-The transport (`server.py`) only moves frames; everything the spec says about ids, batches,
-notifications and error codes lives here, so it is tested without a socket. Handlers are
-coroutines that receive a `Call` (the request's id plus a way to send notifications) and the
-validated params, and either return a result or raise `RPCError`.
+The faces only move frames; everything the spec says about ids, batches, notifications and
+error codes lives here, so it is tested without a socket. Handlers are coroutines that
+receive a `Call` (the request's id, its session, a way to send notifications, and the
+`Events` the face spells) and the params object, and either return a result or raise
+`RPCError`.
 """
 
 from __future__ import annotations
