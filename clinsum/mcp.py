@@ -155,7 +155,7 @@ def tool_list() -> list[dict[str, Any]]:
             "title": t.title,
             "description": t.description,
             "inputSchema": t.input_schema(),
-            "outputSchema": t.output_schema,
+            "outputSchema": t.output_schema(),
         }
         for t in TOOLS.values()
     ]

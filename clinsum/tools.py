@@ -2,13 +2,14 @@
 
 Each `Tool` carries its parameter specs (`params.Param`), from which come both the
 validation of incoming params and the input schema MCP's `tools/list` publishes, and its
-output schema. The plain JSON-RPC methods and MCP's `tools/call` run the very same handler,
-through `Tool.run`.
+handler, whose return type (a `TypedDict` below) gives the output schema (`schemas.py`). The
+plain JSON-RPC methods and MCP's `tools/call` run the very same handler, through `Tool.run`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from . import grounding
 from .app import App, Summary, fingerprint
@@ -35,9 +36,11 @@ from .jsonrpc import INVALID_PARAMS, Call, RPCError, invalid_params
 from .params import Param, check_params
 from .prompt import STYLES, build_messages, model_part_done, prefill
 from .records import Patient
+from .schemas import json_schema, returned
 from .search import (
     MAX_QUERY_CHARS,
     MAX_TOP_K,
+    Hit,
     SearchError,
     SearchUnavailable,
     unsearchable,
@@ -98,6 +101,66 @@ EDITED_TEXT = Param(
 )
 
 
+# --- What each tool returns: the output schemas are read off these types -------------------
+Style = Annotated[str, {"enum": list(STYLES)}]
+Record = dict[str, Any]  # a `to_dict()` whose schema is left open: Patient, Digest, Grounding
+
+
+class SearchResult(TypedDict):
+    query: str
+    corrected: NotRequired[str]  # the query as searched, when a word was respelled
+    results: list[Annotated[dict[str, Any], Hit]]
+    note: NotRequired[str]  # why there are no hits (NO_HITS)
+
+
+class FetchResult(TypedDict):
+    patient: Record
+
+
+class DigestResult(TypedDict):
+    digest: Record
+
+
+class SummarizeResult(TypedDict):
+    summary_id: str
+    patient_id: int
+    name: str
+    summary: str
+    backend: str
+    model: str
+    tokens: int
+    ttft_ms: float
+    tokens_per_s: float
+    duration_ms: float
+    generated_at: str
+    style: Style
+    grounding: Record
+    digest: Record
+
+
+class SaveResult(TypedDict):
+    saved: bool
+    patient_id: int
+    name: str
+    path: str
+    version: int
+    grounded: bool
+    edited: bool
+
+
+class CheckResult(TypedDict):
+    grounding: Record
+
+
+class SummariesResult(TypedDict):
+    summaries: list[Record]  # the store's current rows
+
+
+class HistoryResult(TypedDict):
+    patient_id: int
+    versions: list[Record]
+
+
 ToolHandler = Callable[[App, Call, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -108,7 +171,6 @@ class Tool:
     description: str
     params: tuple[Param, ...]
     handler: ToolHandler
-    output_schema: dict[str, Any]
     streams: bool = False  # reports tokens through `call.events` while it runs
 
     def input_schema(self) -> dict[str, Any]:
@@ -118,6 +180,10 @@ class Tool:
             "required": [p.name for p in self.params if p.required],
             "additionalProperties": False,
         }
+
+    def output_schema(self) -> dict[str, Any]:
+        """Read off the type the handler returns (once: `tools/list` asks on every call)."""
+        return _output_schema(self.handler)
 
     async def run(self, app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         """Validate `params`, run the handler, and count the call in `app.metrics`.
@@ -147,7 +213,12 @@ class Tool:
         return result
 
 
-async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+@functools.cache
+def _output_schema(handler: ToolHandler) -> dict[str, Any]:
+    return json_schema(returned(handler))
+
+
+async def search(app: App, call: Call, params: dict[str, Any]) -> SearchResult:
     try:
         found = await app.in_thread(
             call, app.index.find, params["query"], params["top_k"], params.get("filters")
@@ -164,16 +235,16 @@ async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-async def fetch(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def fetch(app: App, call: Call, params: dict[str, Any]) -> FetchResult:
     return {"patient": app.patient(params["patient_id"]).to_dict()}
 
 
-async def digest_tool(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def digest_tool(app: App, call: Call, params: dict[str, Any]) -> DigestResult:
     # Pure and ~0.1 ms: no thread needed.
     return {"digest": digest(app.patient(params["patient_id"])).to_dict()}
 
 
-async def summarize(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def summarize(app: App, call: Call, params: dict[str, Any]) -> SummarizeResult:
     patient = app.patient(params["patient_id"])
     key = id(call.session)
     running = app.summarizing.get(key, 0)
@@ -192,7 +263,7 @@ async def summarize(app: App, call: Call, params: dict[str, Any]) -> dict[str, A
             del app.summarizing[key]
 
 
-async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> dict[str, Any]:
+async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> SummarizeResult:
     backend = app.backend
     llm_log = logging.getLogger(backend.name.upper())
     events = call.events or NoEvents()
@@ -359,7 +430,7 @@ async def _recheck(app: App, call: Call, patient: Patient, text: str) -> groundi
     )
 
 
-async def check_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def check_summary(app: App, call: Call, params: dict[str, Any]) -> CheckResult:
     summary = await _kept(app, call, params["summary_id"])
     verdict = await _recheck(app, call, summary.patient, params["text"])
     await app.audit(
@@ -371,7 +442,7 @@ async def check_summary(app: App, call: Call, params: dict[str, Any]) -> dict[st
     return {"grounding": verdict.to_dict()}
 
 
-async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def save_summary(app: App, call: Call, params: dict[str, Any]) -> SaveResult:
     """A generated summary by `summary_id`, as generated or as edited in `text`; or, with
     `patient_id` and `text`, a clinician's own summary. Text that differs from what was
     generated is checked again; unsupported claims need `force` either way."""
@@ -440,7 +511,7 @@ def _first_claim(unsupported: list[dict[str, Any]]) -> str:
     return f"{c['text']!r} at {c['start']}-{c['end']}: {c['reason']}{more}"
 
 
-async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> SummariesResult:
     try:
         async with app.limited(call):
             return {"summaries": await app.store.current()}
@@ -448,7 +519,7 @@ async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[s
         raise RPCError(SAVE_FAILED, str(exc)) from None
 
 
-async def summary_history(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def summary_history(app: App, call: Call, params: dict[str, Any]) -> HistoryResult:
     patient = app.patient(params["patient_id"])
     try:
         async with app.limited(call):
@@ -462,19 +533,6 @@ NO_HITS = (
     "No patient's record answers this query, or none within the filters: no phrase with these "
     "words, a synonym, something narrower, or a phrase close in meaning."
 )
-_HIT = {
-    "type": "object",
-    "properties": {
-        "patient_id": {"type": "integer"},
-        "name": {"type": "string"},
-        "age": {"type": "integer"},
-        "gender": {"type": "string"},
-        "score": {"type": "number"},
-        "matched": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["patient_id", "name", "age", "gender", "score", "matched"],
-}
-
 TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
@@ -508,16 +566,6 @@ TOOLS: dict[str, Tool] = {
                 FILTERS,
             ),
             search,
-            {
-                "type": "object",
-                "properties": {
-                    "query": {"type": "string"},
-                    "corrected": {"type": "string"},
-                    "results": {"type": "array", "items": _HIT},
-                    "note": {"type": "string"},
-                },
-                "required": ["query", "results"],
-            },
         ),
         Tool(
             "fetch",
@@ -525,11 +573,6 @@ TOOLS: dict[str, Tool] = {
             "Return a patient's whole record, with the visit history as a list.",
             (PATIENT_ID,),
             fetch,
-            {
-                "type": "object",
-                "properties": {"patient": {"type": "object"}},
-                "required": ["patient"],
-            },
         ),
         Tool(
             "digest",
@@ -539,11 +582,6 @@ TOOLS: dict[str, Tool] = {
             "since the latest visit, conditions added, and the latest visit.",
             (PATIENT_ID,),
             digest_tool,
-            {
-                "type": "object",
-                "properties": {"digest": {"type": "object"}},
-                "required": ["digest"],
-            },
         ),
         Tool(
             "summarize",
@@ -562,26 +600,6 @@ TOOLS: dict[str, Tool] = {
                 ),
             ),
             summarize,
-            {
-                "type": "object",
-                "properties": {
-                    "summary_id": {"type": "string"},
-                    "patient_id": {"type": "integer"},
-                    "name": {"type": "string"},
-                    "summary": {"type": "string"},
-                    "backend": {"type": "string"},
-                    "model": {"type": "string"},
-                    "tokens": {"type": "integer"},
-                    "ttft_ms": {"type": "number"},
-                    "tokens_per_s": {"type": "number"},
-                    "duration_ms": {"type": "number"},
-                    "generated_at": {"type": "string"},
-                    "style": {"type": "string", "enum": list(STYLES)},
-                    "grounding": {"type": "object"},
-                    "digest": {"type": "object"},
-                },
-                "required": ["summary_id", "patient_id", "name", "summary", "grounding", "digest"],
-            },
             streams=True,
         ),
         Tool(
@@ -612,19 +630,6 @@ TOOLS: dict[str, Tool] = {
                 ),
             ),
             save_summary,
-            {
-                "type": "object",
-                "properties": {
-                    "saved": {"type": "boolean"},
-                    "patient_id": {"type": "integer"},
-                    "name": {"type": "string"},
-                    "path": {"type": "string"},
-                    "version": {"type": "integer"},
-                    "grounded": {"type": "boolean"},
-                    "edited": {"type": "boolean"},
-                },
-                "required": ["saved", "patient_id"],
-            },
         ),
         Tool(
             "check_summary",
@@ -633,11 +638,6 @@ TOOLS: dict[str, Tool] = {
             "without saving it: the same verdict save_summary would give.",
             (SUMMARY_ID, replace(EDITED_TEXT, required=True)),
             check_summary,
-            {
-                "type": "object",
-                "properties": {"grounding": {"type": "object"}},
-                "required": ["grounding"],
-            },
         ),
         Tool(
             "list_summaries",
@@ -645,11 +645,6 @@ TOOLS: dict[str, Tool] = {
             "Return each patient's current saved summary (patient_summaries.csv's rows).",
             (),
             list_summaries,
-            {
-                "type": "object",
-                "properties": {"summaries": {"type": "array", "items": {"type": "object"}}},
-                "required": ["summaries"],
-            },
         ),
         Tool(
             "summary_history",
@@ -660,14 +655,6 @@ TOOLS: dict[str, Tool] = {
             "clinician).",
             (PATIENT_ID,),
             summary_history,
-            {
-                "type": "object",
-                "properties": {
-                    "patient_id": {"type": "integer"},
-                    "versions": {"type": "array", "items": {"type": "object"}},
-                },
-                "required": ["patient_id", "versions"],
-            },
         ),
     )
 }
