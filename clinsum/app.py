@@ -1,6 +1,8 @@
-"""The composition root: loads the records, the index, the model and the store once.
+"""`App`: everything a request may touch (the records, the index, the model, the store), and
+the summaries it has generated, kept until saved.
 
-Every face serves the same `App`; none of them builds its own.
+Tools (`tools.py`) receive the `App`; faces serve it, or the future of it while it loads
+(`AppSource`). It is built once, by the composition root (`compose.build_app`).
 """
 
 from __future__ import annotations
@@ -8,120 +10,150 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
-from contextlib import suppress
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
-from . import records
-from .backends import Backend, LLMError, create_backend
-from .config import Config, StartupError
-from .prompt import build_messages, prefill
-from .records import RecordError
-from .search import PatientIndex, SearchError
-from .steering import steer
-from .store import StoreError, open_store
-from .tools import App
+import orjson
 
-server_log = logging.getLogger("Server")
+from .backends.base import Backend
+from .digest import Digest
+from .errors import UNKNOWN_PATIENT
+from .jsonrpc import Call, RPCError
+from .metrics import Metrics
+from .prompt import default_style
+from .records import Patient, Records
+from .search import PatientIndex
+from .store import CsvStore, Draft, Event, Store, StoreError, SummaryStore
+
+DEFAULT_DRAFT_TTL_S = 24 * 3600.0  # how long a summary_id can be saved (--draft-ttl)
+THREADS_PER_CONNECTION = 2  # searches and saves one connection may run in threads at once
 
 
-async def build_app(config: Config) -> App:
-    """Load the records, open the summaries store, start the model, open the index.
+@dataclass(slots=True)
+class Summary:
+    """A finished summary, the only thing `save_summary` can save."""
 
-    The embedded model loads in processes of its own while the index opens here; summaries
-    wait in its queue until it is ready, and everything else is served at once.
-    """
-    if config.data_note:
-        server_log.info("%s", config.data_note)
-    try:
-        loaded = await asyncio.to_thread(records.load, config.data)
-    except RecordError as exc:
-        raise StartupError(str(exc)) from None
-    patients = loaded.patients
-    server_log.info(
-        "Loaded %d patients from %s (%s; scores on a 0-%g scale%s)",
-        len(patients),
-        config.data,
-        loaded.kind,
-        loaded.scale,
-        ", since some are above 1" if loaded.scale == 10 else "",
-    )
-    for note in loaded.notes:
-        server_log.info("%s: %s", config.data, note)
-    # Before the index and the model: a store that cannot be used fails the start at once.
-    try:
-        store = open_store(config.store, config.summaries, draft_ttl_s=config.draft_ttl_s)
-        await store.open()
-    except StoreError as exc:
-        raise StartupError(f"cannot use the summaries store: {exc}") from None
-    server_log.info("Summaries store: %s", store.label)
+    summary_id: str
+    patient: Patient
+    digest: Digest
+    text: str
+    model: str
+    generated_at: str
+    grounded: bool
+    unsupported: list[dict[str, Any]]
+    created_at: float = field(default_factory=time.time)  # seconds since the epoch
 
-    async def open_index() -> PatientIndex:
-        index = await asyncio.to_thread(
-            PatientIndex.open,
-            patients,
-            config.data,
-            chroma_url=config.chroma_url,
-            show_progress=config.show_progress,
-        )
-        # torch sets itself up on the first query (tens of ms): before anyone waits for it.
-        with suppress(SearchError):
-            await asyncio.to_thread(index.search, "warm-up", 1)
-        return index
-
-    async def open_backend() -> tuple[Backend, str]:
-        # The embedded model loads in its own processes: it returns at once, and summaries
-        # wait in its queue (hearing their place) until a process is ready.
-        first = patients.at(0) if len(patients) else None
-        style = config.summary_style or "strict"  # the embedded backend's default
-        return await create_backend(
-            config.backend,
-            model=config.model,
-            model_path=config.model_path,
-            ollama_host=config.ollama_host,
-            llm_url=config.llm_url,
-            api_key=config.api_key,
-            workers=config.model_workers,
-            warm_up=(
-                (build_messages(first, style), prefill(first, style), steer(first, style=style))
-                if first
-                else None
-            ),
-            timeout=config.llm_timeout,
+    def draft(self) -> Draft:
+        """What a store that shares drafts keeps of it."""
+        return Draft(
+            summary_id=self.summary_id,
+            patient_id=self.patient.patient_id,
+            text=self.text,
+            model=self.model,
+            generated_at=self.generated_at,
+            grounded=self.grounded,
+            unsupported=self.unsupported,
+            digest_sha256=fingerprint(self.digest),
+            created_at=self.created_at,
         )
 
-    try:
-        backend, reason = await open_backend()
-    except LLMError as exc:
-        await store.close()
-        raise StartupError(str(exc)) from None
-    server_log.info("LLM backend: %s (model %s): %s", backend.name, backend.model, reason)
-    try:
-        index = await open_index()
-    except SearchError as exc:
-        await backend.aclose()
-        await store.close()
-        raise StartupError(str(exc)) from None
-    except BaseException:  # cancelled (SIGTERM while loading): no model process outlives us
-        await backend.aclose()
-        await store.close()
-        raise
-    return App(
-        patients,
-        index,
-        backend,
-        store,
-        max_inflight=config.max_inflight,
-        summary_style=config.summary_style,
-        draft_ttl_s=config.draft_ttl_s,
-        token_id=token_id(config.auth_token),
-    )
+
+def fingerprint(facts: Digest) -> str:
+    """The digest's sha256: a draft saved on another server must match that server's record."""
+    return hashlib.sha256(orjson.dumps(facts.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def token_id(token: str | None) -> str | None:
-    """How the audit trail names the token a caller presented: a fingerprint, never the token."""
-    if token is None:
-        return None
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
+STORE_LOGS = {"csv": "CSV", "postgresql": "PostgreSQL"}
+
+
+@dataclass
+class App:
+    """Everything a request may touch: the records, the index, the model and the store."""
+
+    patients: Mapping[int, Patient]  # `Records` once built: decoded one patient at a time
+    index: PatientIndex
+    backend: Backend
+    store: Store  # a bare SummaryStore (tests, older callers) is wrapped in a CsvStore
+    max_inflight: int = 4
+    summary_style: str | None = None  # one of prompt.STYLES; None: the backend's default
+    summaries: OrderedDict[str, Summary] = field(default_factory=OrderedDict)
+    known_names: tuple[str, ...] = ()
+    max_kept_summaries: int = 1000
+    metrics: Metrics = field(default_factory=Metrics)  # what /metrics reports
+    summarizing: dict[int, int] = field(default_factory=dict)  # id(session) -> running count
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _threads: dict[int, list[Any]] = field(default_factory=dict)  # id(session) -> [sem, users]
+    draft_ttl_s: float = DEFAULT_DRAFT_TTL_S
+    token_id: str | None = None  # the audit trail's name for the --auth-token, if any
+    drafts_shared: bool = False  # read from the store once: unknown ids never reach a store
+
+    def __post_init__(self) -> None:
+        self.patients = Records.of(self.patients)
+        self.known_names = tuple(self.patients.names)
+        if isinstance(self.store, SummaryStore):
+            self.store = CsvStore(self.store)
+        self.drafts_shared = self.store.shares_drafts
+        self.store_log = logging.getLogger(STORE_LOGS.get(self.store.kind, "Store"))
+
+    def patient(self, patient_id: int) -> Patient:
+        try:
+            return self.patients[patient_id]
+        except KeyError:
+            raise RPCError(
+                UNKNOWN_PATIENT, f"Unknown patient: no patient with id {patient_id}"
+            ) from None
+
+    def style(self) -> str:
+        return self.summary_style or default_style(self.backend.name)
+
+    def background(self, coro: Awaitable[Any]) -> None:
+        """Run a fire-and-forget send, keeping a reference so the task is not collected."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def in_thread(self, call: Call, fn: Callable[..., Any], *args: Any) -> Any:
+        """`asyncio.to_thread`, at most THREADS_PER_CONNECTION at once per connection.
+
+        The thread pool is shared: without this, one client's batch of thousands of
+        searches (one 1 MiB frame) queues ahead of every other client's search for minutes.
+        """
+        async with self.limited(call):
+            return await asyncio.to_thread(fn, *args)
+
+    @asynccontextmanager
+    async def limited(self, call: Call) -> AsyncIterator[None]:
+        """One of the connection's THREADS_PER_CONNECTION slots (threads, store calls)."""
+        key = id(call.session)
+        slot = self._threads.setdefault(key, [asyncio.Semaphore(THREADS_PER_CONNECTION), 0])
+        slot[1] += 1
+        try:
+            async with slot[0]:
+                yield
+        finally:
+            slot[1] -= 1
+            if not slot[1]:
+                del self._threads[key]
+
+    def event(self, call: Call, action: str, patient_id: int, summary_id: str | None) -> Event:
+        return Event(action, patient_id, summary_id, call.session.peer, self.token_id)
+
+    async def audit(self, event: Event) -> None:
+        """Record a generate or check; a store that fails is logged, never the caller's error
+        (summaries go on while the store is away; a save's event is written with it)."""
+        try:
+            await self.store.audit(event)
+        except StoreError as exc:
+            self.store_log.warning("audit of %s not recorded: %s", event.action, exc)
+
+    def keep(self, summary: Summary) -> None:
+        self.summaries[summary.summary_id] = summary
+        while len(self.summaries) > self.max_kept_summaries:
+            self.summaries.popitem(last=False)
 
 
 # A face that starts before loading finishes (stdio answers `initialize` at once; the HTTP
@@ -164,4 +196,4 @@ async def wait_loaded(source: AppSource) -> App:
     return await asyncio.shield(source)
 
 
-__all__ = ["AppSource", "build_app", "loaded", "on_loaded", "wait_loaded"]
+__all__ = ["App", "AppSource", "Summary", "fingerprint", "loaded", "on_loaded", "wait_loaded"]

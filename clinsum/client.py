@@ -24,15 +24,14 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from . import __version__
+from . import __version__, jsonrpc
+from .errors import UNKNOWN_PATIENT  # noqa: F401 - read by render.py through the client
 
 PROTOCOL_VERSION = "2025-11-25"
 DEFAULT_URL = "ws://127.0.0.1:8765"
 DEFAULT_TIMEOUT = 120.0
 # list_summaries returns the whole CSV; a few thousand summaries easily pass websockets' 1 MiB.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
-UNKNOWN_PATIENT = -32001
-UNSUPPORTED_CLAIMS = -32005
 
 FrameHook = Callable[[str, str], None]  # (direction "send" | "recv", frame text)
 NotificationHook = Callable[[str, dict[str, Any]], None]  # (method, params)
@@ -62,14 +61,12 @@ class RequestTimeout(ClientError):
     """The server said nothing about a request for longer than the client's timeout."""
 
 
-class RPCError(ClientError):
-    """A JSON-RPC error reply: the server's code, message and data, kept as sent."""
+class RPCError(ClientError, jsonrpc.RPCError):
+    """A JSON-RPC error reply: the server's code, message and data, kept as sent.
 
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
+    The server's one `jsonrpc.RPCError`, and a `ClientError` too, so a tool that does not
+    handle it shows its message like any other failure.
+    """
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "data": self.data}

@@ -7,7 +7,6 @@ Every face reads the same `Config`; `Config.policy()` turns its access settings 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -15,16 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import logs
+from .access import Policy, is_loopback
 from .backends import KINDS
-from .faces.base import Policy
 from .prompt import STYLES
 from .records import default_data_file
 
 DEFAULT_PORT = 8765
-
-
-class StartupError(RuntimeError):
-    """The server cannot start; the message tells the user what to change."""
 
 
 @dataclass
@@ -66,25 +61,6 @@ class Config:
             allowed_origins=self.allowed_origins,
             check_host=is_loopback(self.host),
             allowed_hosts=self.allowed_hosts,
-        )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_access(config: Config) -> None:
-    """Refuse to expose patient records to the network without a token."""
-    if not is_loopback(config.host) and not config.auth_token and not config.allow_unauthenticated:
-        raise StartupError(
-            f"refusing to listen on {config.host} without authentication: patient records "
-            "would be open to the network. Set --auth-token (or MCP_AUTH_TOKEN), or pass "
-            "--allow-unauthenticated if this network is trusted."
         )
 
 
@@ -346,4 +322,4 @@ def _store_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-__all__ = ["DEFAULT_PORT", "Config", "StartupError", "check_access", "is_loopback", "parse_args"]
+__all__ = ["DEFAULT_PORT", "Config", "parse_args"]

@@ -1,9 +1,10 @@
 """JSON-RPC 2.0 without I/O: bytes or text in, reply objects out.
 
-The transport (`server.py`) only moves frames; everything the spec says about ids, batches,
-notifications and error codes lives here, so it is tested without a socket. Handlers are
-coroutines that receive a `Call` (the request's id plus a way to send notifications) and the
-validated params, and either return a result or raise `RPCError`.
+The faces only move frames; everything the spec says about ids, batches, notifications and
+error codes lives here, so it is tested without a socket. Handlers are coroutines that
+receive a `Call` (the request's id, its session, a way to send notifications, and the
+`Events` the face spells) and the params object, and either return a result or raise
+`RPCError`.
 """
 
 from __future__ import annotations
@@ -17,23 +18,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from .faces.base import Events
-
-log = logging.getLogger("MCP Protocol")
+    from .events import Events
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
-# Our own codes, in the server-error range the spec reserves (-32000..-32099).
-UNKNOWN_PATIENT = -32001
-UNKNOWN_SUMMARY = -32002
-BUSY = -32003
-LLM_UNAVAILABLE = -32004
-UNSUPPORTED_CLAIMS = -32005
-SEARCH_UNAVAILABLE = -32006
-SAVE_FAILED = -32007
+# Our own codes (-32000..-32099) are in `errors`, beside the tools that raise them.
 
 # JSON-RPC ids are strings, numbers or null; a float id is allowed by the spec but we keep
 # what the client sent verbatim, so only the type is checked.
@@ -144,9 +136,14 @@ def dumps(message: Any) -> str:
 
 
 class Dispatcher:
-    """Routes parsed JSON-RPC messages to registered handlers and builds the replies."""
+    """Routes parsed JSON-RPC messages to registered handlers and builds the replies.
 
-    def __init__(self) -> None:
+    `log` is where requests and internal errors are logged: the dialect that builds the
+    dispatcher names it (`mcp` logs as "MCP Protocol").
+    """
+
+    def __init__(self, log: logging.Logger | None = None) -> None:
+        self.log = log or logging.getLogger("JSON-RPC")
         self.methods: dict[str, Handler] = {}
         self.notifications: dict[str, NotificationHandler] = {}
 
@@ -199,7 +196,7 @@ class Dispatcher:
         meta = params.get("_meta")
         if meta is not None and not isinstance(meta, dict):
             return error_reply(request_id, invalid_params("_meta", "must be an object"))
-        log.info("%s (id %s)", method, _short(request_id))
+        self.log.info("%s (id %s)", method, _short(request_id))
         call = Call(request_id, method, notify, session, meta=meta or {})
         key = _id_key(request_id)
         task = asyncio.current_task()
@@ -216,7 +213,7 @@ class Dispatcher:
                 request_id, RPCError(INVALID_PARAMS, "Invalid params: nested too deeply")
             )
         except Exception:
-            log.exception("internal error in %s (id %s)", method, _short(request_id))
+            self.log.exception("internal error in %s (id %s)", method, _short(request_id))
             return error_reply(request_id, RPCError(INTERNAL_ERROR, "Internal error"))
         finally:
             if session.in_flight.get(key) is task:
@@ -225,12 +222,12 @@ class Dispatcher:
     async def _notify(self, method: str, params: Any, session: Session) -> None:
         handler = self.notifications.get(method)
         if handler is None or not isinstance(params, dict):
-            log.debug("ignored notification %s", method)
+            self.log.debug("ignored notification %s", method)
             return
         try:
             await handler(session, params)
         except Exception:
-            log.exception("notification %s failed", method)
+            self.log.exception("notification %s failed", method)
 
 
 def clip(value: Any, limit: int = 80) -> str:

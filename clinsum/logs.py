@@ -10,20 +10,9 @@ from __future__ import annotations
 import logging
 import sys
 
-TAGS = (
-    "WebSocket",
-    "HTTP",
-    "MCP Protocol",
-    "EMBEDDED",
-    "OLLAMA",
-    "CSV",
-    "PostgreSQL",
-    "Search",
-    "Server",
-)
 LEVELS = ("debug", "info", "warning", "error")
 # The MCP SDK and uvicorn log every request and session at INFO under their own names;
-# our faces log what people watch under the tags above.
+# our faces log what people watch under their own tags.
 _QUIET = (
     "websockets",
     "httpx",

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from . import __version__
+from .app import App
 from .jsonrpc import (
     INVALID_PARAMS,
     Call,
@@ -23,7 +24,7 @@ from .jsonrpc import (
     clip,
     invalid_params,
 )
-from .tools import TOOLS, App, Tool
+from .tools import TOOLS, Tool
 
 log = logging.getLogger("MCP Protocol")
 
@@ -90,7 +91,7 @@ def mcp_events(call: Call) -> StreamEvents:
 
 def build_dispatcher(app: App) -> Dispatcher:
     """Register every plain method and every MCP method for one running `App`."""
-    d = Dispatcher()
+    d = Dispatcher(log)
 
     for tool in TOOLS.values():
         d.methods[tool.name] = _plain(app, tool)
@@ -154,7 +155,7 @@ def tool_list() -> list[dict[str, Any]]:
             "title": t.title,
             "description": t.description,
             "inputSchema": t.input_schema(),
-            "outputSchema": t.output_schema,
+            "outputSchema": t.output_schema(),
         }
         for t in TOOLS.values()
     ]

@@ -1,168 +1,59 @@
-"""The operations the service offers, defined once for both faces.
+"""The operations the service offers, defined once for every face: the registry `TOOLS`.
 
-Each `Tool` carries its parameter specs, from which come both the validation of incoming
-params (with a message naming the parameter and the reason) and the JSON Schema that MCP's
-`tools/list` publishes, so the two can never disagree. The plain JSON-RPC methods and MCP's
-`tools/call` run the very same handler.
+Each `Tool` carries its parameter specs (`params.Param`), from which come both the
+validation of incoming params and the input schema MCP's `tools/list` publishes, and its
+handler, whose return type (a `TypedDict` below) gives the output schema (`schemas.py`). The
+plain JSON-RPC methods and MCP's `tools/call` run the very same handler, through `Tool.run`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import functools
 import logging
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
-
-import orjson
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from . import grounding
-from .backends.base import Backend, LLMError
-from .digest import Digest, digest
-from .faces.base import NoEvents
-from .jsonrpc import (
+from .app import App, Summary, fingerprint
+from .backends.base import LLMError
+from .digest import digest
+from .errors import (
     BUSY,
-    INVALID_PARAMS,
     LLM_UNAVAILABLE,
     SAVE_FAILED,
     SEARCH_UNAVAILABLE,
-    UNKNOWN_PATIENT,
     UNKNOWN_SUMMARY,
     UNSUPPORTED_CLAIMS,
-    Call,
-    RPCError,
-    invalid_params,
 )
-from .metrics import Metrics
-from .prompt import STYLES, build_messages, default_style, model_part_done, prefill
-from .records import Patient, Records
+from .events import NoEvents
+from .jsonrpc import INVALID_PARAMS, Call, RPCError, invalid_params
+from .params import Param, check_params
+from .prompt import STYLES, build_messages, model_part_done, prefill
+from .records import Patient
+from .schemas import json_schema, returned
 from .search import (
     MAX_QUERY_CHARS,
     MAX_TOP_K,
-    PatientIndex,
+    Hit,
     SearchError,
     SearchUnavailable,
     unsearchable,
 )
 from .steering import steer
-from .store import CsvStore, Draft, Event, Store, StoreError, SummaryStore, Version
+from .store import Draft, StoreError, Version
 
 MAX_TOKENS_LIMIT = 1024
 DEFAULT_MAX_TOKENS = 200
 MAX_EDIT_CHARS = 5000  # an edited summary; a 4-visit summary is ~120 words, ~800 characters
 MAX_PATIENT_ID = 2**53  # beyond this a JSON number is not an exact integer any more
 CLINICIAN = "clinician"  # the `model` column of a summary a person wrote
-DEFAULT_DRAFT_TTL_S = 24 * 3600.0  # how long a summary_id can be saved (--draft-ttl)
 LOG_EVERY_TOKENS = 10
-THREADS_PER_CONNECTION = 2  # searches and saves one connection may run in threads at once
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """One named parameter: its JSON type, bounds and default."""
-
-    name: str
-    type: str  # "integer" | "string" | "boolean" | "number" | "object"
-    description: str
-    required: bool = False
-    default: Any = None
-    minimum: float | None = None
-    maximum: float | None = None
-    max_length: int | None = None
-    properties: tuple[Param, ...] = ()  # for "object": the keys it may hold
-    # A check of the value's content beyond type and bounds: returns why it is refused.
-    refine: Callable[[Any], str | None] | None = None
-
-    def schema(self) -> dict[str, Any]:
-        s: dict[str, Any] = {"type": self.type, "description": self.description}
-        if self.default is not None:
-            s["default"] = self.default
-        if self.minimum is not None:
-            s["minimum"] = self.minimum
-        if self.maximum is not None:
-            s["maximum"] = self.maximum
-        if self.max_length is not None:
-            s["minLength"] = 1
-            s["maxLength"] = self.max_length
-        if self.type == "object":
-            s["properties"] = {p.name: p.schema() for p in self.properties}
-            s["additionalProperties"] = False
-        return s
-
-    def check(self, value: Any, where: str = "") -> Any:
-        name = where + self.name
-        if self.type == "integer":
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise invalid_params(name, f"must be an integer, got {_json_type(value)}")
-        elif self.type == "number":
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise invalid_params(name, f"must be a number, got {_json_type(value)}")
-        elif self.type == "string":
-            if not isinstance(value, str):
-                raise invalid_params(name, f"must be a string, got {_json_type(value)}")
-            if not value.strip():
-                limit = f" (1 to {self.max_length} characters)" if self.max_length else ""
-                raise invalid_params(name, f"must not be empty{limit}")
-            if self.max_length is not None and len(value) > self.max_length:
-                raise invalid_params(
-                    name, f"is too long ({len(value)} characters; at most {self.max_length})"
-                )
-        elif self.type == "boolean":
-            if not isinstance(value, bool):
-                raise invalid_params(name, f"must be true or false, got {_json_type(value)}")
-        elif self.type == "object":
-            if not isinstance(value, dict):
-                raise invalid_params(name, f"must be an object, got {_json_type(value)}")
-            return check_params(self.properties, value, where=name + ".")
-        if self.refine is not None and (reason := self.refine(value)):
-            raise invalid_params(name, reason)
-        if self.minimum is not None and value < self.minimum:
-            raise invalid_params(name, f"must be at least {_num(self.minimum)}, got {value}")
-        if self.maximum is not None and value > self.maximum:
-            raise invalid_params(name, f"must be at most {_num(self.maximum)}, got {value}")
-        return value
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def check_params(specs: tuple[Param, ...], params: dict[str, Any], where: str = "") -> dict:
-    """Validate `params` against `specs`; unknown keys are an error, not silently ignored."""
-    known = {p.name for p in specs}
-    for key in params:
-        if key not in known and key != "_meta":
-            allowed = ", ".join(sorted(known)) or "none"
-            raise invalid_params(where + key, f"is not a known parameter (allowed: {allowed})")
-    out: dict[str, Any] = {}
-    for p in specs:
-        if p.name in params and params[p.name] is not None:
-            out[p.name] = p.check(params[p.name], where)
-        elif p.required:
-            raise invalid_params(where + p.name, "is required")
-        elif p.default is not None:
-            out[p.name] = p.default
-    return out
 
 
 PATIENT_ID = Param(
@@ -210,127 +101,64 @@ EDITED_TEXT = Param(
 )
 
 
-@dataclass(slots=True)
-class Summary:
-    """A finished summary, the only thing `save_summary` can save."""
+# --- What each tool returns: the output schemas are read off these types -------------------
+Style = Annotated[str, {"enum": list(STYLES)}]
+Record = dict[str, Any]  # a `to_dict()` whose schema is left open: Patient, Digest, Grounding
 
+
+class SearchResult(TypedDict):
+    query: str
+    corrected: NotRequired[str]  # the query as searched, when a word was respelled
+    results: list[Annotated[dict[str, Any], Hit]]
+    note: NotRequired[str]  # why there are no hits (NO_HITS)
+
+
+class FetchResult(TypedDict):
+    patient: Record
+
+
+class DigestResult(TypedDict):
+    digest: Record
+
+
+class SummarizeResult(TypedDict):
     summary_id: str
-    patient: Patient
-    digest: Digest
-    text: str
+    patient_id: int
+    name: str
+    summary: str
+    backend: str
     model: str
+    tokens: int
+    ttft_ms: float
+    tokens_per_s: float
+    duration_ms: float
     generated_at: str
+    style: Style
+    grounding: Record
+    digest: Record
+
+
+class SaveResult(TypedDict):
+    saved: bool
+    patient_id: int
+    name: str
+    path: str
+    version: int
     grounded: bool
-    unsupported: list[dict[str, Any]]
-    created_at: float = field(default_factory=time.time)  # seconds since the epoch
-
-    def draft(self) -> Draft:
-        """What a store that shares drafts keeps of it."""
-        return Draft(
-            summary_id=self.summary_id,
-            patient_id=self.patient.patient_id,
-            text=self.text,
-            model=self.model,
-            generated_at=self.generated_at,
-            grounded=self.grounded,
-            unsupported=self.unsupported,
-            digest_sha256=fingerprint(self.digest),
-            created_at=self.created_at,
-        )
+    edited: bool
 
 
-def fingerprint(facts: Digest) -> str:
-    """The digest's sha256: a draft saved on another server must match that server's record."""
-    return hashlib.sha256(orjson.dumps(facts.to_dict(), option=orjson.OPT_SORT_KEYS)).hexdigest()
+class CheckResult(TypedDict):
+    grounding: Record
 
 
-STORE_LOGS = {"csv": "CSV", "postgresql": "PostgreSQL"}
+class SummariesResult(TypedDict):
+    summaries: list[Record]  # the store's current rows
 
 
-@dataclass
-class App:
-    """Everything a request may touch: the records, the index, the model and the store."""
-
-    patients: Mapping[int, Patient]  # `Records` once built: decoded one patient at a time
-    index: PatientIndex
-    backend: Backend
-    store: Store  # a bare SummaryStore (tests, older callers) is wrapped in a CsvStore
-    max_inflight: int = 4
-    summary_style: str | None = None  # one of prompt.STYLES; None: the backend's default
-    summaries: OrderedDict[str, Summary] = field(default_factory=OrderedDict)
-    known_names: tuple[str, ...] = ()
-    max_kept_summaries: int = 1000
-    metrics: Metrics = field(default_factory=Metrics)  # what /metrics reports
-    summarizing: dict[int, int] = field(default_factory=dict)  # id(session) -> running count
-    _background: set[asyncio.Task[Any]] = field(default_factory=set)
-    _threads: dict[int, list[Any]] = field(default_factory=dict)  # id(session) -> [sem, users]
-    draft_ttl_s: float = DEFAULT_DRAFT_TTL_S
-    token_id: str | None = None  # the audit trail's name for the --auth-token, if any
-    drafts_shared: bool = False  # read from the store once: unknown ids never reach a store
-
-    def __post_init__(self) -> None:
-        self.patients = Records.of(self.patients)
-        self.known_names = tuple(self.patients.names)
-        if isinstance(self.store, SummaryStore):
-            self.store = CsvStore(self.store)
-        self.drafts_shared = self.store.shares_drafts
-        self.store_log = logging.getLogger(STORE_LOGS.get(self.store.kind, "Store"))
-
-    def patient(self, patient_id: int) -> Patient:
-        try:
-            return self.patients[patient_id]
-        except KeyError:
-            raise RPCError(
-                UNKNOWN_PATIENT, f"Unknown patient: no patient with id {patient_id}"
-            ) from None
-
-    def style(self) -> str:
-        return self.summary_style or default_style(self.backend.name)
-
-    def background(self, coro: Awaitable[Any]) -> None:
-        """Run a fire-and-forget send, keeping a reference so the task is not collected."""
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def in_thread(self, call: Call, fn: Callable[..., Any], *args: Any) -> Any:
-        """`asyncio.to_thread`, at most THREADS_PER_CONNECTION at once per connection.
-
-        The thread pool is shared: without this, one client's batch of thousands of
-        searches (one 1 MiB frame) queues ahead of every other client's search for minutes.
-        """
-        async with self.limited(call):
-            return await asyncio.to_thread(fn, *args)
-
-    @asynccontextmanager
-    async def limited(self, call: Call) -> AsyncIterator[None]:
-        """One of the connection's THREADS_PER_CONNECTION slots (threads, store calls)."""
-        key = id(call.session)
-        slot = self._threads.setdefault(key, [asyncio.Semaphore(THREADS_PER_CONNECTION), 0])
-        slot[1] += 1
-        try:
-            async with slot[0]:
-                yield
-        finally:
-            slot[1] -= 1
-            if not slot[1]:
-                del self._threads[key]
-
-    def event(self, call: Call, action: str, patient_id: int, summary_id: str | None) -> Event:
-        return Event(action, patient_id, summary_id, call.session.peer, self.token_id)
-
-    async def audit(self, event: Event) -> None:
-        """Record a generate or check; a store that fails is logged, never the caller's error
-        (summaries go on while the store is away; a save's event is written with it)."""
-        try:
-            await self.store.audit(event)
-        except StoreError as exc:
-            self.store_log.warning("audit of %s not recorded: %s", event.action, exc)
-
-    def keep(self, summary: Summary) -> None:
-        self.summaries[summary.summary_id] = summary
-        while len(self.summaries) > self.max_kept_summaries:
-            self.summaries.popitem(last=False)
+class HistoryResult(TypedDict):
+    patient_id: int
+    versions: list[Record]
 
 
 ToolHandler = Callable[[App, Call, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -343,7 +171,6 @@ class Tool:
     description: str
     params: tuple[Param, ...]
     handler: ToolHandler
-    output_schema: dict[str, Any]
     streams: bool = False  # reports tokens through `call.events` while it runs
 
     def input_schema(self) -> dict[str, Any]:
@@ -353,6 +180,10 @@ class Tool:
             "required": [p.name for p in self.params if p.required],
             "additionalProperties": False,
         }
+
+    def output_schema(self) -> dict[str, Any]:
+        """Read off the type the handler returns (once: `tools/list` asks on every call)."""
+        return _output_schema(self.handler)
 
     async def run(self, app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
         """Validate `params`, run the handler, and count the call in `app.metrics`.
@@ -382,7 +213,12 @@ class Tool:
         return result
 
 
-async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+@functools.cache
+def _output_schema(handler: ToolHandler) -> dict[str, Any]:
+    return json_schema(returned(handler))
+
+
+async def search(app: App, call: Call, params: dict[str, Any]) -> SearchResult:
     try:
         found = await app.in_thread(
             call, app.index.find, params["query"], params["top_k"], params.get("filters")
@@ -399,16 +235,16 @@ async def search(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]
     return out
 
 
-async def fetch(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def fetch(app: App, call: Call, params: dict[str, Any]) -> FetchResult:
     return {"patient": app.patient(params["patient_id"]).to_dict()}
 
 
-async def digest_tool(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def digest_tool(app: App, call: Call, params: dict[str, Any]) -> DigestResult:
     # Pure and ~0.1 ms: no thread needed.
     return {"digest": digest(app.patient(params["patient_id"])).to_dict()}
 
 
-async def summarize(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def summarize(app: App, call: Call, params: dict[str, Any]) -> SummarizeResult:
     patient = app.patient(params["patient_id"])
     key = id(call.session)
     running = app.summarizing.get(key, 0)
@@ -427,7 +263,7 @@ async def summarize(app: App, call: Call, params: dict[str, Any]) -> dict[str, A
             del app.summarizing[key]
 
 
-async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> dict[str, Any]:
+async def _generate(app: App, call: Call, patient: Patient, max_tokens: int) -> SummarizeResult:
     backend = app.backend
     llm_log = logging.getLogger(backend.name.upper())
     events = call.events or NoEvents()
@@ -594,7 +430,7 @@ async def _recheck(app: App, call: Call, patient: Patient, text: str) -> groundi
     )
 
 
-async def check_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def check_summary(app: App, call: Call, params: dict[str, Any]) -> CheckResult:
     summary = await _kept(app, call, params["summary_id"])
     verdict = await _recheck(app, call, summary.patient, params["text"])
     await app.audit(
@@ -606,7 +442,7 @@ async def check_summary(app: App, call: Call, params: dict[str, Any]) -> dict[st
     return {"grounding": verdict.to_dict()}
 
 
-async def save_summary(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def save_summary(app: App, call: Call, params: dict[str, Any]) -> SaveResult:
     """A generated summary by `summary_id`, as generated or as edited in `text`; or, with
     `patient_id` and `text`, a clinician's own summary. Text that differs from what was
     generated is checked again; unsupported claims need `force` either way."""
@@ -675,7 +511,7 @@ def _first_claim(unsupported: list[dict[str, Any]]) -> str:
     return f"{c['text']!r} at {c['start']}-{c['end']}: {c['reason']}{more}"
 
 
-async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> SummariesResult:
     try:
         async with app.limited(call):
             return {"summaries": await app.store.current()}
@@ -683,7 +519,7 @@ async def list_summaries(app: App, call: Call, params: dict[str, Any]) -> dict[s
         raise RPCError(SAVE_FAILED, str(exc)) from None
 
 
-async def summary_history(app: App, call: Call, params: dict[str, Any]) -> dict[str, Any]:
+async def summary_history(app: App, call: Call, params: dict[str, Any]) -> HistoryResult:
     patient = app.patient(params["patient_id"])
     try:
         async with app.limited(call):
@@ -697,19 +533,6 @@ NO_HITS = (
     "No patient's record answers this query, or none within the filters: no phrase with these "
     "words, a synonym, something narrower, or a phrase close in meaning."
 )
-_HIT = {
-    "type": "object",
-    "properties": {
-        "patient_id": {"type": "integer"},
-        "name": {"type": "string"},
-        "age": {"type": "integer"},
-        "gender": {"type": "string"},
-        "score": {"type": "number"},
-        "matched": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["patient_id", "name", "age", "gender", "score", "matched"],
-}
-
 TOOLS: dict[str, Tool] = {
     t.name: t
     for t in (
@@ -743,16 +566,6 @@ TOOLS: dict[str, Tool] = {
                 FILTERS,
             ),
             search,
-            {
-                "type": "object",
-                "properties": {
-                    "query": {"type": "string"},
-                    "corrected": {"type": "string"},
-                    "results": {"type": "array", "items": _HIT},
-                    "note": {"type": "string"},
-                },
-                "required": ["query", "results"],
-            },
         ),
         Tool(
             "fetch",
@@ -760,11 +573,6 @@ TOOLS: dict[str, Tool] = {
             "Return a patient's whole record, with the visit history as a list.",
             (PATIENT_ID,),
             fetch,
-            {
-                "type": "object",
-                "properties": {"patient": {"type": "object"}},
-                "required": ["patient"],
-            },
         ),
         Tool(
             "digest",
@@ -774,11 +582,6 @@ TOOLS: dict[str, Tool] = {
             "since the latest visit, conditions added, and the latest visit.",
             (PATIENT_ID,),
             digest_tool,
-            {
-                "type": "object",
-                "properties": {"digest": {"type": "object"}},
-                "required": ["digest"],
-            },
         ),
         Tool(
             "summarize",
@@ -797,26 +600,6 @@ TOOLS: dict[str, Tool] = {
                 ),
             ),
             summarize,
-            {
-                "type": "object",
-                "properties": {
-                    "summary_id": {"type": "string"},
-                    "patient_id": {"type": "integer"},
-                    "name": {"type": "string"},
-                    "summary": {"type": "string"},
-                    "backend": {"type": "string"},
-                    "model": {"type": "string"},
-                    "tokens": {"type": "integer"},
-                    "ttft_ms": {"type": "number"},
-                    "tokens_per_s": {"type": "number"},
-                    "duration_ms": {"type": "number"},
-                    "generated_at": {"type": "string"},
-                    "style": {"type": "string", "enum": list(STYLES)},
-                    "grounding": {"type": "object"},
-                    "digest": {"type": "object"},
-                },
-                "required": ["summary_id", "patient_id", "name", "summary", "grounding", "digest"],
-            },
             streams=True,
         ),
         Tool(
@@ -847,19 +630,6 @@ TOOLS: dict[str, Tool] = {
                 ),
             ),
             save_summary,
-            {
-                "type": "object",
-                "properties": {
-                    "saved": {"type": "boolean"},
-                    "patient_id": {"type": "integer"},
-                    "name": {"type": "string"},
-                    "path": {"type": "string"},
-                    "version": {"type": "integer"},
-                    "grounded": {"type": "boolean"},
-                    "edited": {"type": "boolean"},
-                },
-                "required": ["saved", "patient_id"],
-            },
         ),
         Tool(
             "check_summary",
@@ -868,11 +638,6 @@ TOOLS: dict[str, Tool] = {
             "without saving it: the same verdict save_summary would give.",
             (SUMMARY_ID, replace(EDITED_TEXT, required=True)),
             check_summary,
-            {
-                "type": "object",
-                "properties": {"grounding": {"type": "object"}},
-                "required": ["grounding"],
-            },
         ),
         Tool(
             "list_summaries",
@@ -880,11 +645,6 @@ TOOLS: dict[str, Tool] = {
             "Return each patient's current saved summary (patient_summaries.csv's rows).",
             (),
             list_summaries,
-            {
-                "type": "object",
-                "properties": {"summaries": {"type": "array", "items": {"type": "object"}}},
-                "required": ["summaries"],
-            },
         ),
         Tool(
             "summary_history",
@@ -895,14 +655,6 @@ TOOLS: dict[str, Tool] = {
             "clinician).",
             (PATIENT_ID,),
             summary_history,
-            {
-                "type": "object",
-                "properties": {
-                    "patient_id": {"type": "integer"},
-                    "versions": {"type": "array", "items": {"type": "object"}},
-                },
-                "required": ["patient_id", "versions"],
-            },
         ),
     )
 }

@@ -368,10 +368,6 @@ def find_concepts(text: str) -> dict[str, str]:
     return found
 
 
-def condition_label(key: str) -> str:
-    return CONDITIONS[key].label
-
-
 # --- what search needs beyond the concepts ---------------------------------------------------
 # Synonyms above that name something narrower than the condition (a kind of it): a query for
 # the condition finds them, a query naming them finds only them.

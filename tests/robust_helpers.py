@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from clinsum.compose import websocket
 from clinsum.config import Config
 from clinsum.faces import ws as ws_face
 from clinsum.jsonrpc import Session
@@ -102,7 +103,7 @@ class Live:
 
     url: str
     server: Any  # websockets Server
-    app: Any  # clinsum.tools.App
+    app: Any  # clinsum.app.App
     transport: RecordingTransport
 
     @property
@@ -121,7 +122,7 @@ async def inprocess(
     backend: Any = None,
     **config: Any,
 ) -> AsyncIterator[Live]:
-    """`clinsum.faces.ws.running` on a free loopback port, with the Ollama backend at
+    """`clinsum.compose.websocket` on a free loopback port, with the Ollama backend at
     `ollama_url` (or `backend`, if given) and the index shared by every in-process test."""
     data = data_dir / "patient_data.csv"
     app = await make_app(data, summaries, ollama_url, llm_timeout, max_inflight, backend)
@@ -129,7 +130,7 @@ async def inprocess(
     original = ws_face.Transport
     ws_face.Transport = RecordingTransport  # type: ignore[misc]
     try:
-        async with ws_face.running(cfg, app) as (server, app):
+        async with websocket(cfg, app) as (server, app):
             transport = RecordingTransport.instances[-1]
             host, port = next(iter(server.sockets)).getsockname()[:2]
             yield Live(f"ws://{host}:{port}", server, app, transport)
@@ -148,9 +149,9 @@ async def make_app(
 ) -> Any:
     """An `App` over the shared index, `backend` (default: the Ollama backend at
     `ollama_url`) and a fresh store."""
+    from clinsum.app import App
     from clinsum.backends.ollama import OllamaBackend
     from clinsum.store import SummaryStore
-    from clinsum.tools import App
 
     patients, index = await asyncio.to_thread(patients_and_index, str(data))
     store = SummaryStore(summaries)
@@ -165,7 +166,7 @@ class LiveHttp:
 
     url: str  # http://127.0.0.1:PORT/mcp
     face: Any  # clinsum.faces.http.HttpFace: connections(), sessions()
-    app: Any  # clinsum.tools.App
+    app: Any  # clinsum.app.App
 
 
 @asynccontextmanager

@@ -8,10 +8,10 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from clinsum.app import App
 from clinsum.jsonrpc import Session
 from clinsum.mcp import build_dispatcher
 from clinsum.steering import NO_STEER, Steer
-from clinsum.tools import App
 
 GUARD = 30  # seconds: only a hang should ever reach this
 

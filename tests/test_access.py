@@ -28,8 +28,10 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from clinsum.config import Config, StartupError, check_access, parse_args
-from clinsum.faces import base as base_face
+from clinsum import access
+from clinsum.access import check_access
+from clinsum.config import Config, parse_args
+from clinsum.errors import StartupError
 
 from .fuzz_frames import PARAMS, Fuzzer
 from .robust_helpers import Conn, OllamaThread, inprocess, ws_connect
@@ -136,7 +138,7 @@ async def test_bearer_token_is_checked_before_anything_else(
         compared.append((type(a), type(b)))
         return real_compare(a, b)
 
-    monkeypatch.setattr(base_face.hmac, "compare_digest", spy)
+    monkeypatch.setattr(access.hmac, "compare_digest", spy)
     async with inprocess(
         data_dir, tmp_path / "s.csv", fake.url, auth_token=TOKEN, allowed_origins=[ORIGIN]
     ) as live:

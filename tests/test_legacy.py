@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from clinsum.app import App
+from clinsum.compose import websocket as running
 from clinsum.config import Config
-from clinsum.faces.ws import running
 from clinsum.legacy import text
 from clinsum.legacy.protocol import ALIASES, FrameEvents
 from clinsum.records import formats, joined
 from clinsum.search import PatientIndex
 from clinsum.store import SummaryStore
-from clinsum.tools import App
 
 ORIGINAL = Path(__file__).resolve().parent / "data" / "original"
 JERRY = {

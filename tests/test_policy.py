@@ -1,4 +1,4 @@
-"""The shared access policy as a table, without a socket (faces/base.py `Policy`).
+"""The shared access policy as a table, without a socket (access.py `Policy`).
 
 Every face asks the same `Policy.refuse`, so these rows hold for the WebSocket, the HTTP face
 and the web page alike; tests/test_access.py repeats the important ones over a real socket.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from clinsum.faces.base import (
+from clinsum.access import (
     Policy,
     Refusal,
     RefusalLog,

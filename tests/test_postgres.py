@@ -24,11 +24,11 @@ import psycopg
 import pytest
 from websockets.exceptions import InvalidHandshake
 
+from clinsum.app import App
 from clinsum.config import parse_args
 from clinsum.records import load_patients
 from clinsum.store import Event, StoreError, SummaryStore, Version
 from clinsum.store.postgres import MIGRATIONS, PostgresStore
-from clinsum.tools import App
 
 from .conftest import DATA, REPO, ServerProcess, free_port, server_args
 from .pg import OWNER, PgCluster

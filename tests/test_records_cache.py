@@ -150,10 +150,10 @@ def test_start_up_decodes_no_patient(tmp_path: Path, monkeypatch: pytest.MonkeyP
     """What start-up at 100,000 patients relies on (3.9 s and ~400 MiB as objects): reading
     the cache, opening the search index and building the app decode nobody; a search decodes
     only its hits, and a fetch only its patient."""
+    from clinsum.app import App
     from clinsum.embeddings import load_embedder
     from clinsum.search import PatientIndex
     from clinsum.store import SummaryStore
-    from clinsum.tools import App
 
     from .scripted import ScriptedBackend
 

@@ -1206,8 +1206,8 @@ async def test_restart_serves_same_search_and_summaries(
     data_dir: Path, tmp_path: Path, fake: OllamaThread
 ) -> None:
     """The real start-up path (`running` builds the app) twice on the same files."""
+    from clinsum.compose import websocket as running
     from clinsum.config import Config
-    from clinsum.faces.ws import running
 
     fake.reset(tps=0)
     config = Config(

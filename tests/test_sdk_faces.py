@@ -33,12 +33,13 @@ from mcp.shared.exceptions import McpError
 from mcp.shared.memory import create_connected_server_and_client_session
 
 from clinsum import mcp as dialect
+from clinsum.app import App
 from clinsum.backends.ollama import OllamaBackend
-from clinsum.config import Config, StartupError, parse_args
+from clinsum.config import Config, parse_args
+from clinsum.errors import StartupError
 from clinsum.faces import http as http_face
 from clinsum.faces.sdk import build_server
 from clinsum.store import SummaryStore
-from clinsum.tools import App
 
 from .conftest import REPO, ServerProcess, read_until, server_args
 from .robust_helpers import OllamaThread, patients_and_index, settle

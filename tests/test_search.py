@@ -29,11 +29,11 @@ import pytest
 from bench.harness import stop_process
 from bench.search_quality import FILES, clinical_words, misspelled_queries, truth
 from clinsum import datagen
+from clinsum.app import App
 from clinsum.embeddings import Embedder, load_embedder
 from clinsum.records import COLUMNS, Patient, load_patients
 from clinsum.search import PatientIndex, SearchError
 from clinsum.store import SummaryStore
-from clinsum.tools import App
 from clinsum.vocab import CONDITIONS, find_concepts
 
 from .scripted import Rpc, ScriptedBackend

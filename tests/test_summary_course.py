@@ -11,14 +11,16 @@ from typing import Any
 
 import pytest
 
+from clinsum.app import App
 from clinsum.backends.ollama import OllamaBackend
 from clinsum.digest import digest
+from clinsum.errors import UNSUPPORTED_CLAIMS
 from clinsum.grounding import check, course
-from clinsum.jsonrpc import INVALID_PARAMS, UNSUPPORTED_CLAIMS, Call, RPCError, Session
+from clinsum.jsonrpc import INVALID_PARAMS, Call, RPCError, Session
 from clinsum.prompt import build_messages, prefill
 from clinsum.steering import heading
 from clinsum.store import SummaryStore
-from clinsum.tools import TOOLS, App
+from clinsum.tools import TOOLS
 from tests.records_helpers import changed, make_patient, make_visit
 
 from .fake_ollama import FakeOllama

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from clinsum.app import App
 from clinsum.records import Patient, load_patients
 from clinsum.steering import steer
 from clinsum.store import COLUMNS, SummaryStore
-from clinsum.tools import App
 
 from .conftest import DATA
 from .scripted import Rpc, ScriptedBackend

@@ -35,12 +35,12 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import web
-from ..app import AppSource, loaded, on_loaded
-from ..config import Config, StartupError, check_access
+from ..access import LOOPBACK_NAMES, Policy, RefusalLog, host_name
+from ..app import App, AppSource, loaded, on_loaded
+from ..config import Config
+from ..errors import StartupError
 from ..jsonrpc import INVALID_REQUEST, PARSE_ERROR, RPCError, error_reply, parse
 from ..metrics import CONTENT_TYPE
-from ..tools import App
-from .base import LOOPBACK_NAMES, Policy, RefusalLog, host_name
 from .sdk import build_server
 
 log = logging.getLogger("HTTP")
@@ -357,7 +357,6 @@ async def running(
         StartupError: the port cannot be bound.
     """
     assert config.http_port is not None
-    check_access(config)
     sock = _listen(config.host, config.http_port)
     port = sock.getsockname()[1]
     policy.allow_page(port)

@@ -28,7 +28,7 @@ from mcp.server.session import ServerSession
 
 from .. import mcp as dialect
 from ..app import AppSource, wait_loaded
-from ..config import StartupError
+from ..errors import StartupError
 from ..jsonrpc import Call, RPCError, Session, clip
 
 log = logging.getLogger("MCP Protocol")

@@ -22,7 +22,7 @@ import anyio
 from mcp.server.stdio import stdio_server
 
 from ..app import AppSource
-from ..config import StartupError
+from ..errors import StartupError
 from .sdk import build_server
 
 log = logging.getLogger("MCP Protocol")

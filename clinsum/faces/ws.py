@@ -1,9 +1,10 @@
-"""The WebSocket face: moves frames between connections and the JSON-RPC dispatcher.
+"""The WebSocket face: moves frames between connections and the JSON-RPC dispatchers.
 
 This module moves frames and enforces the limits; who may connect is decided by the shared
-`Policy` (`faces/base.py`), and what a frame means by `jsonrpc`, `mcp` and `tools`. Each
-request runs in its own task, so a `ping` is answered while summaries stream, and a cancelled
-or disconnected request takes its generation down with it.
+`Policy` (`access.py`), and what a frame means by the dispatchers it is given (built once by
+`compose.py`: plain methods and MCP, with the original tool's aliases). Each request runs in
+its own task, so a `ping` is answered while summaries stream, and a cancelled or disconnected
+request takes its generation down with it.
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ..app import build_app
-from ..config import Config, StartupError, check_access
+from ..access import PAGE_SUBPROTOCOL, Policy, RefusalLog
+from ..config import Config
+from ..errors import StartupError
 from ..jsonrpc import Dispatcher, Session, dumps, notification, parse
-from ..legacy import protocol as legacy_protocol
-from ..mcp import build_dispatcher
-from ..tools import App
-from .base import PAGE_SUBPROTOCOL, Policy, RefusalLog
 
 log = logging.getLogger("WebSocket")
 
@@ -193,32 +191,26 @@ def _cannot_listen(config: Config, exc: OSError) -> str:
 @asynccontextmanager
 async def running(
     config: Config,
-    app: App | None = None,
-    policy: Policy | None = None,
+    dispatcher: Dispatcher,
+    policy: Policy,
+    *,
+    paths: dict[str, Dispatcher] | None = None,
     sock: socket.socket | None = None,
-) -> AsyncIterator[tuple[Server, App]]:
-    """Start the WebSocket face and close it on exit.
+) -> AsyncIterator[tuple[Server, Transport]]:
+    """Serve `dispatcher` (and `paths`: URL path -> its own dispatcher) over WebSocket until
+    the block exits, asking `policy` before each connection.
 
-    Builds the app unless given one, and then also closes its backend on exit; serves `sock`
-    (from `listen`) if given, else binds `config.host` and `config.port`.
+    Serves `sock` (from `listen`) if given, else binds `config.host` and `config.port`.
+
+    Raises:
+        StartupError: the port cannot be bound.
     """
-    check_access(config)
-    owned = app is None
-    app = app or await build_app(config)
-    policy = policy or config.policy()
     if policy.any_origin:
         log.warning(
             "--allowed-origin '*': any web page the user opens may read patient records "
             "from this server"
         )
-    transport = Transport(
-        legacy_protocol.install(build_dispatcher(app), app),
-        config,
-        policy,
-        # The original tool's clients connect to /mcp: there `tools/list` shows its names.
-        {legacy_protocol.PATH: legacy_protocol.install(build_dispatcher(app), app, listing=True)},
-    )
-    app.metrics.watch("ws", lambda: len(transport.sessions), lambda: len(transport.sessions))
+    transport = Transport(dispatcher, config, policy, paths)
     where: dict[str, Any] = {"sock": sock} if sock else {"host": config.host, "port": config.port}
     try:
         server = await serve(
@@ -233,15 +225,13 @@ async def running(
     except OSError as exc:
         raise StartupError(_cannot_listen(config, exc)) from None
     try:
-        yield server, app
+        yield server, transport
     finally:
         for session in transport.sessions.values():
             session.cancel_all()
         server.close(reason="server shutting down")
         with suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), 1.5)
-        if owned:
-            await app.backend.aclose()
 
 
 __all__ = ["Transport", "listen", "running"]

@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..faces.base import Events, NoEvents
+from ..app import App
+from ..events import Events, NoEvents
 from ..jsonrpc import Call, Dispatcher, RPCError, invalid_params
-from ..tools import TOOLS, App
+from ..tools import TOOLS
 from . import text
 
 PATH = "/mcp"  # where the original tool served, and its clients connect

@@ -65,7 +65,7 @@ def _fingerprint() -> str:
 
 
 def load(path: str | Path) -> Loaded:
-    """What `legacy.data.load(path)` returns, from the cache when it is current; its
+    """What `formats.load(path)` returns, from the cache when it is current; its
     `patients` are `Records` either way.
 
     Raises:

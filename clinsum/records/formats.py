@@ -72,7 +72,7 @@ _SUGAR = re.compile(r"(\d+(?:\.\d*)?)\s*(?:mg/dl)?", re.I)
 class Loaded:
     """What a file held, and what start-up should say about it."""
 
-    patients: Mapping[int, Patient]  # a dict, or `recordcache.Records`
+    patients: Mapping[int, Patient]  # a dict, or `table.Records`
     kind: str  # which of the shapes above
     scale: float  # 1.0 or 10.0
     notes: list[str] = field(default_factory=list)  # said once in the log

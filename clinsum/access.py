@@ -1,9 +1,11 @@
-"""What every face shares, without I/O: the events a running tool reports, and who may call.
+"""Who may talk to the server, without I/O: the one access policy every face asks.
 
-Rule 1: a tool says *what happened* (a token was generated, the request is queued); how that
-is spelled on the wire (`stream_token`, MCP progress, the original tool's frame) is decided by
-the face that owns the connection, in an `Events` implementation of its own.
-Rule 2: this file imports nothing from the rest of the package and knows no transport.
+Rule 1: every face asks `Policy.refuse` before it reads a single request, so the WebSocket,
+the HTTP face and the web page share one set of answers. The order is fixed: the token first
+(nothing else about an unauthenticated request is looked at), then Host, then Origin.
+Rule 2: `check_access` refuses, once at start-up, to expose patient records to the network
+without a token.
+Rule 3: this file imports nothing of ours but `errors`, and knows no transport.
 """
 
 from __future__ import annotations
@@ -16,35 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-
-class Events(Protocol):
-    """What a running tool tells its caller.
-
-    Each method may raise `asyncio.CancelledError` once nobody listens any more; the tool
-    then stops its work as a cancellation would.
-    """
-
-    async def token(self, index: int, text: str) -> None:
-        """Token `index` (0 is the record-written prefill) was generated."""
-
-    async def queued(self, position: int) -> None:
-        """The request waits for the model behind `position` others."""
-
-
-class NoEvents:
-    """For callers that only want the result (the original tool's search, tests)."""
-
-    async def token(self, index: int, text: str) -> None:
-        return None
-
-    async def queued(self, position: int) -> None:
-        return None
-
-
-# --- Access policy ---------------------------------------------------------------------------
-# Rule 3: every face asks `Policy.refuse` before it reads a single request, so the WebSocket,
-# the HTTP face and the web page share one set of answers. The order is fixed: the token
-# first (nothing else about an unauthenticated request is looked at), then Host, then Origin.
+from .errors import StartupError
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 # Browsers cannot set headers on a WebSocket; they can offer subprotocols. A page sends its
@@ -225,3 +199,35 @@ class RefusalLog:
             self._last = {k: t for k, t in self._last.items() if now - t < self.interval_s}
         self._last[key] = now
         return True
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address (`--host`) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Exposure(Protocol):
+    """What `check_access` reads of the settings (a `Config`)."""
+
+    host: str
+    auth_token: str | None
+    allow_unauthenticated: bool
+
+
+def check_access(config: Exposure) -> None:
+    """Refuse to expose patient records to the network without a token.
+
+    Raises:
+        StartupError: a non-loopback bind with neither a token nor an explicit opt-out.
+    """
+    if not is_loopback(config.host) and not config.auth_token and not config.allow_unauthenticated:
+        raise StartupError(
+            f"refusing to listen on {config.host} without authentication: patient records "
+            "would be open to the network. Set --auth-token (or MCP_AUTH_TOKEN), or pass "
+            "--allow-unauthenticated if this network is trusted."
+        )
