@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import StartupError
+from .jsonrpc import clip
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 # Browsers cannot set headers on a WebSocket; they can offer subprotocols. A page sends its
@@ -26,7 +27,6 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 BEARER_SUBPROTOCOL = "clinsum.bearer."
 PAGE_SUBPROTOCOL = "clinsum"
 REFUSAL_LOG_INTERVAL_S = 60.0
-_CLIP = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +37,6 @@ class Refusal:
     reason: str
     header: str  # "authorization", "host" or "origin": what the log line is keyed on
     value: str  # the offending value, clipped; never a token
-
-
-def _clip(value: str) -> str:
-    return value if len(value) <= _CLIP else value[: _CLIP - 3] + "..."
 
 
 def _is_loopback_literal(name: str) -> bool:
@@ -146,7 +142,7 @@ class Policy:
                     "Host not allowed: this server answers loopback names only "
                     "(add names with --allowed-host)",
                     "host",
-                    _clip(hosts[0]),
+                    clip(hosts[0]),
                 )
         origins = found.get("origin", [])
         if (
@@ -158,7 +154,7 @@ class Policy:
                 403,
                 "Origin not allowed (start the server with --allowed-origin ORIGIN)",
                 "origin",
-                _clip(", ".join(origins)),
+                clip(", ".join(origins)),
             )
         return None
 

@@ -228,6 +228,7 @@ class Digest:
 
 BP_FLAGGED = frozenset({"stage 2", "crisis"})
 SUGAR_FLAGGED = frozenset({"low", "high", "crisis"})
+MILD = frozenset({"elevated", "stage 1", "above target"})  # above normal, not flagged
 
 
 def bp_category(bp: BloodPressure) -> str:
@@ -257,34 +258,26 @@ def sugar_category(mg_dl: int) -> str:
     return "normal"
 
 
+def _vital(measure: str, value: object, unit: str, category: str | None) -> Vital:
+    if value is None or category is None:
+        return Vital(measure, NOT_RECORDED, "", NOT_RECORDED, False, False, False)
+    return Vital(
+        measure,
+        str(value),
+        unit,
+        category,
+        flagged=category in BP_FLAGGED | SUGAR_FLAGGED,
+        mild=category in MILD,
+        crisis=category == "crisis",
+    )
+
+
 def _vitals(patient: Patient) -> tuple[Vital, ...]:
-    if patient.current_bp is None:
-        bp = Vital("blood pressure", NOT_RECORDED, "", NOT_RECORDED, False, False, False)
-    else:
-        cat = bp_category(patient.current_bp)
-        bp = Vital(
-            "blood pressure",
-            str(patient.current_bp),
-            "mmHg",
-            cat,
-            flagged=cat in BP_FLAGGED,
-            mild=cat in ("elevated", "stage 1"),
-            crisis=cat == "crisis",
-        )
-    if patient.current_sugar is None:
-        sugar = Vital("blood sugar", NOT_RECORDED, "", NOT_RECORDED, False, False, False)
-    else:
-        cat = sugar_category(patient.current_sugar)
-        sugar = Vital(
-            "blood sugar",
-            str(patient.current_sugar),
-            "mg/dL",
-            cat,
-            flagged=cat in SUGAR_FLAGGED,
-            mild=cat == "above target",
-            crisis=cat == "crisis",
-        )
-    return (bp, sugar)
+    bp, sugar = patient.current_bp, patient.current_sugar
+    return (
+        _vital("blood pressure", bp, "mmHg", None if bp is None else bp_category(bp)),
+        _vital("blood sugar", sugar, "mg/dL", None if sugar is None else sugar_category(sugar)),
+    )
 
 
 # --- time order and trends -------------------------------------------------------------------
