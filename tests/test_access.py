@@ -30,9 +30,9 @@ from websockets.exceptions import InvalidStatus
 
 from clinsum.config import Config, StartupError, check_access, parse_args
 from clinsum.faces import base as base_face
+from testkit.inprocess import Conn, OllamaThread, inprocess, ws_connect
 
 from .fuzz_frames import PARAMS, Fuzzer
-from .robust_helpers import Conn, OllamaThread, inprocess, ws_connect
 
 TOKEN = "tok-" + secrets.token_hex(16)
 ORIGIN = "https://ok.example"

@@ -39,11 +39,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from clinsum.store import COLUMNS
-
-from .conftest import REPO, ServerProcess
-from .fuzz_frames import PARSE as PARSE_ERROR
-from .fuzz_frames import SDK_CODES, Expect, Frame, Fuzzer, HttpCase, HttpFuzzer
-from .robust_helpers import (
+from testkit.inprocess import (
     Conn,
     OllamaThread,
     fd_census,
@@ -56,7 +52,11 @@ from .robust_helpers import (
     thread_count,
     ws_connect,
 )
-from .rpc import HttpPeer
+from testkit.rpc import HttpPeer
+
+from .conftest import REPO, ServerProcess
+from .fuzz_frames import PARSE as PARSE_ERROR
+from .fuzz_frames import SDK_CODES, Expect, Frame, Fuzzer, HttpCase, HttpFuzzer
 
 if TYPE_CHECKING:
     from .stress_report import Report

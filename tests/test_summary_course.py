@@ -21,8 +21,7 @@ from clinsum.records import Patient, Visit
 from clinsum.steering import heading
 from clinsum.store import SummaryStore
 from clinsum.tools import TOOLS, App
-
-from .fake_ollama import FakeOllama
+from testkit.fake_ollama import FakeOllama
 
 VISITS = (
     Visit("2023-01-01", "blurred vision", "138/68", 180, "Diabetes",

@@ -23,10 +23,10 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from clinsum.records import load_patients
+from testkit.inprocess import OllamaThread
+from testkit.web import PageServer, launch_chromium
 
 from .conftest import DATA, ServerProcess, server_args
-from .robust_helpers import OllamaThread
-from .web_helpers import PageServer, launch_chromium
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 TOKEN = "web-test-token-\u00e9"  # not ASCII: the subprotocol carries it base64url-encoded
