@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
+sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
-from run import log, summary  # noqa: E402
 
+from bench.harness import log, summary  # noqa: E402
 from clinsum.mcp import StreamEvents  # noqa: E402
 from testkit.inprocess import OllamaThread  # noqa: E402
 from testkit.web import PageServer, launch_chromium  # noqa: E402
