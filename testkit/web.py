@@ -41,7 +41,7 @@ def launch_chromium(playwright: Any) -> Any:
 class PageServer:
     """The WebSocket face and the page, served from a daemon thread; a context manager.
 
-    Attributes once entered: `url` (the page), `ws_url`, `live` (robust_helpers.Live).
+    Attributes once entered: `url` (the page), `ws_url`, `live` (inprocess.Live).
     """
 
     def __init__(self, data_dir: Path, summaries: Path, ollama_url: str, **config: Any) -> None:
