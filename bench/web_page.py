@@ -11,7 +11,7 @@
   `StreamEvents.token` sends the frame, in this process) to the page's `performance.mark`
   after the text node grew. Both are wall-clock times of this machine, compared in ms.
 
-The server is the real WebSocket and HTTP faces in this process (tests/web_helpers.py) with a
+The server is the real WebSocket and HTTP faces in this process (testkit/web.py) with a
 fake Ollama at a fixed pace, on the repository's patient_data.csv (its index is built if
 missing). Targets: first paint <= 300 ms, weight <= 200 KB, token to DOM p95 <= 50 ms.
 """
@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
+sys.path.insert(0, str(REPO))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
-from run import log, summary  # noqa: E402
 
+from bench.harness import log, summary  # noqa: E402
 from clinsum.mcp import StreamEvents  # noqa: E402
-from tests.robust_helpers import OllamaThread  # noqa: E402
-from tests.web_helpers import PageServer, launch_chromium  # noqa: E402
+from testkit.inprocess import OllamaThread  # noqa: E402
+from testkit.web import PageServer, launch_chromium  # noqa: E402
 
 N_LOADS = 10
 N_SUMMARIES = 5

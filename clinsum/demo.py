@@ -25,15 +25,8 @@ from .client import (
     add_connection_args,
     is_loopback_url,
 )
-from .render import (
-    EXIT_OK,
-    Screen,
-    ask_patient,
-    ask_search,
-    connect,
-    generate,
-    offer_save,
-)
+from .terminal.screen import EXIT_OK, Screen
+from .terminal.steps import ask_patient, ask_search, connect, generate, offer_save
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_SCRIPT = REPO / "mcp_server.py"

@@ -16,20 +16,9 @@ from typing import Any
 import orjson
 
 from .client import Client, ClientError, RPCError, ServerUnreachable, add_connection_args
-from .render import (
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    BatchProgress,
-    Interrupted,
-    Screen,
-    ask_patient,
-    ask_search,
-    connect,
-    generate,
-    offer_save,
-    save,
-)
+from .terminal.live import BatchProgress
+from .terminal.screen import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Interrupted, Screen
+from .terminal.steps import ask_patient, ask_search, connect, generate, offer_save, save
 
 CLIENT_NAME = "clinsum-session"
 MENU = (

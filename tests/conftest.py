@@ -1,6 +1,7 @@
 """Shared test helpers: real server processes on free loopback ports, temp copies of data.
 
-`ServerProcess` is the benchmark's too (bench/harness.py): one way to start a server.
+`ServerProcess` comes from testkit/processes.py, which the benchmark uses too: one way to start
+a server.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import REPO, ServerProcess, free_port, read_until
+from testkit.processes import REPO, ServerProcess, free_port, read_until
 
 DATA = REPO / "patient_data.csv"
 # Tokens a closed or cancelled answer may still sample in the embedded model process: those

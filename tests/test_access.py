@@ -7,7 +7,7 @@ request reaches a file path or a shell. In-process servers, so the test can watc
 dispatcher, the index, the model and every file the process opens (audit hooks).
 
 The token never appearing in the log at debug level is checked on real server processes in
-test_robustness.py (in-process, the test's own logging would show websockets' handshake).
+test_client_token.py (in-process, the test's own logging would show websockets' handshake).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from clinsum import access
 from clinsum.access import check_access
 from clinsum.config import Config, parse_args
 from clinsum.errors import StartupError
+from testkit.inprocess import Conn, OllamaThread, inprocess, ws_connect
 
 from .fuzz_frames import PARAMS, Fuzzer
-from .robust_helpers import Conn, OllamaThread, inprocess, ws_connect
 
 TOKEN = "tok-" + secrets.token_hex(16)
 ORIGIN = "https://ok.example"

@@ -29,10 +29,10 @@ from clinsum.backends.ollama import OllamaBackend, resolve_host
 from clinsum.backends.runner import Model, Request, Settings
 from clinsum.prompt import build_messages, prefill
 from clinsum.steering import NO_STEER, Steer
+from testkit.fake_ollama import FakeOllama
 from tests.records_helpers import changed, make_patient, make_visit
 
 from .conftest import CANCEL_SLACK, REPO, free_port
-from .fake_ollama import FakeOllama
 
 GUARD = 30  # seconds: only a hang should ever reach this
 
@@ -727,7 +727,7 @@ def test_ollama_host_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_fake_ollama_runs_as_a_separate_process() -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_ollama", "--port", str(port), "--tokens", "300"],
+        [sys.executable, "-m", "testkit.fake_ollama", "--port", str(port), "--tokens", "300"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

@@ -25,8 +25,8 @@ import pexpect
 import pytest
 
 from clinsum.client import Client, ConnectionLost, RPCError
+from testkit.fake_ollama import fetch_stats
 from tests.conftest import REPO, ServerProcess, free_port, read_until
-from tests.fake_ollama import fetch_stats
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def fake_ollama() -> Iterator[str]:
     """A stand-in Ollama that streams 8 tokens a second: long enough to interrupt."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_ollama", "--port", str(port), *TPS_8_400],
+        [sys.executable, "-m", "testkit.fake_ollama", "--port", str(port), *TPS_8_400],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

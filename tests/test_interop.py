@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from clinsum.tools import TOOLS as REGISTRY
+from testkit.inprocess import OllamaThread
 
 from .conftest import REPO, ServerProcess, free_port, server_args
-from .robust_helpers import OllamaThread
 
 pytestmark = pytest.mark.interop
 

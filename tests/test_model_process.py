@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.harness import model_pids
 from clinsum.backends.embedded import EmbeddedBackend
+from testkit.processes import model_pids
+from testkit.rpc import HttpPeer, Peer, StdioPeer, wait_until
 
 from .conftest import REPO, ServerProcess, free_port, server_args
-from .rpc import HttpPeer, Peer, StdioPeer, wait_until
 
 GUARD = 60  # seconds: only a hang reaches this
 KILLS = 20  # kill cycles in `make test`; `make stress` runs 200

@@ -16,14 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness import stop_process
 from clinsum.backends import create_backend
 from clinsum.backends.base import LLMError
 from clinsum.backends.embedded import default_model_path
 from clinsum.backends.openai_compatible import OpenAIBackend, chatml
+from testkit.processes import stop_process
+from testkit.rpc import Peer
 
 from .conftest import REPO, ServerProcess, free_port, server_args
-from .rpc import Peer
 from .test_backends import MESSAGES, PREFILL, STORY
 
 GUARD = 60

@@ -185,3 +185,22 @@ def test_search_filters_on_a_file_without_vitals_or_scores(tmp_path: Path) -> No
     with_risk = {h.patient_id for h in index.search(query, top_k=20, filters={"min_risk": 0.0})}
     assert everyone & unscored, "the unscored patients are found without a risk filter"
     assert with_risk and not with_risk & unscored  # absent is not zero: no minimum is met
+
+
+@pytest.mark.parametrize("pid", [205, 207, 208])
+def test_the_terminal_shows_not_recorded_never_none(pid: int) -> None:
+    import io
+
+    from rich.console import Console
+
+    from clinsum.terminal.screen import Screen
+
+    screen = Screen()
+    out = io.StringIO()
+    screen.console = Console(file=out, width=300, color_system=None)
+    patient = formats.load(NO_VITALS).patients[pid]
+    screen.patient(patient.to_dict())
+    text = out.getvalue()
+    assert "None" not in text and "not recorded" in text
+    if patient.risk_score is None:
+        assert "base" not in text  # no "(base not recorded)" either

@@ -1,5 +1,5 @@
 """The PostgreSQL store against a real PostgreSQL 15: a private cluster this module starts
-(`tests/pg.py`: initdb and pg_ctl in a temporary folder, on a free loopback port, as an
+(`testkit/pg.py`: initdb and pg_ctl in a temporary folder, on a free loopback port, as an
 unprivileged user) and stops at the end of the run.
 
 Two `App`s over one database stand for two replicas behind a load balancer: a draft made on
@@ -29,9 +29,9 @@ from clinsum.config import parse_args
 from clinsum.records import load_patients
 from clinsum.store import Event, StoreError, SummaryStore, Version
 from clinsum.store.postgres import MIGRATIONS, PostgresStore
+from testkit.pg import OWNER, PgCluster
 
 from .conftest import DATA, REPO, ServerProcess, free_port, server_args
-from .pg import OWNER, PgCluster
 from .scripted import Rpc, ScriptedBackend
 
 PATIENTS = load_patients(DATA)
@@ -306,7 +306,7 @@ async def test_postgresql_away_mid_run_is_32007_and_back_saves_without_restart(
     naming the store, while search, fetch, digest and summarize keep working; a summary
     generated meanwhile is kept. PostgreSQL starts again: both summaries save, with no
     restart. Mutation caught: a failed draft store failing summarize."""
-    from .robust_helpers import patients_and_index
+    from testkit.inprocess import patients_and_index
 
     patients, index = await asyncio.to_thread(
         patients_and_index, str(data_dir / "patient_data.csv")
@@ -453,14 +453,14 @@ async def test_export_writes_the_current_summaries_as_the_csv(
 async def test_failover_kill_9_the_replica_that_made_the_draft_save_on_the_other(
     url: str, data_dir: Path, tmp_path: Path
 ) -> None:
-    """Two server processes on one database behind HAProxy (tests/haproxy.py, the config
+    """Two server processes on one database behind HAProxy (testkit/haproxy.py, the config
     README shows). A client summarizes through HAProxy; the replica that generated the
     draft is killed with -9; the client reconnects through HAProxy and saves the same
     summary_id on the other replica. Mutation caught: drafts kept in memory only (the save
     after failover is -32002)."""
-    from .haproxy import HAProxy
-    from .robust_helpers import OllamaThread
-    from .rpc import Peer
+    from testkit.haproxy import HAProxy
+    from testkit.inprocess import OllamaThread
+    from testkit.rpc import Peer
 
     with OllamaThread(tps=200) as fake:
         replicas = [
@@ -533,8 +533,8 @@ async def test_kill_9_during_saves_30_kills(
 async def kill_during_saves(
     pg: PgCluster, url: str, data_dir: Path, tmp_path: Path, kills: int
 ) -> None:
-    from .robust_helpers import OllamaThread
-    from .rpc import Peer
+    from testkit.inprocess import OllamaThread
+    from testkit.rpc import Peer
 
     rng = random.Random(26)
     acked: list[int] = []
@@ -599,9 +599,9 @@ def test_the_page_reconnects_through_haproxy_and_saves_the_edit_on_the_other_rep
     Mutation caught: the page not reconnecting on its own (no "Reconnecting…", Save off)."""
     from playwright.sync_api import expect, sync_playwright
 
-    from .haproxy import HAProxy
-    from .robust_helpers import OllamaThread
-    from .web_helpers import launch_chromium
+    from testkit.haproxy import HAProxy
+    from testkit.inprocess import OllamaThread
+    from testkit.web import launch_chromium
 
     ws_port, http_port = free_port(), free_port()
     front = "127.0.0.2"
@@ -683,8 +683,8 @@ async def test_two_server_processes_four_clients_each_200_saves(
     database, four WebSocket clients on each, 200 saves to 20 patients at once. Every
     acknowledged save is a version with its number, and each patient's current summary (as
     either replica lists it) is the last acknowledged."""
-    from .robust_helpers import OllamaThread
-    from .rpc import Peer
+    from testkit.inprocess import OllamaThread
+    from testkit.rpc import Peer
 
     with OllamaThread(tps=200) as fake:
         replicas = [

@@ -19,10 +19,10 @@ from clinsum.config import parse_args
 from clinsum.params import check_params
 from clinsum.prompt import build_messages, prefill
 from clinsum.records import BloodPressure, RecordError, formats, load_patients
-from clinsum.render import Screen
 from clinsum.scores import format_score
 from clinsum.search import SearchError, _check_filters
 from clinsum.store import SummaryStore
+from clinsum.terminal.screen import Screen
 from clinsum.tools import TOOLS
 
 REPO = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ In process first: `faces/sdk.py`'s server through the SDK's memory streams, the 
 ASGI app through `httpx.ASGITransport` (bad input, access, /healthz, /metrics) and under a
 real uvicorn on a loopback port (the SDK's Streamable HTTP client); then one subprocess per
 transport (`--stdio` with `stdio_client`, and a server with every face on, stopped by
-SIGTERM). The model is `tests/fake_ollama.py`, which counts the streams a client closed, so
+SIGTERM). The model is `testkit/fake_ollama.py`, which counts the streams a client closed, so
 cancellation is checked where it matters: at the model.
 """
 
@@ -40,9 +40,9 @@ from clinsum.errors import StartupError
 from clinsum.faces import http as http_face
 from clinsum.faces.sdk import build_server
 from clinsum.store import SummaryStore
+from testkit.inprocess import OllamaThread, patients_and_index, settle
 
 from .conftest import REPO, ServerProcess, read_until, server_args
-from .robust_helpers import OllamaThread, patients_and_index, settle
 
 SHORT = 6  # tokens per summary where the length does not matter
 # The longest the SDK's client waits for any one answer from a server child: a hang guard.

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import stop_process
 from bench.search_quality import FILES, clinical_words, misspelled_queries, truth
 from clinsum import datagen
 from clinsum.app import App
@@ -35,6 +34,7 @@ from clinsum.records import COLUMNS, Patient, load_patients
 from clinsum.search import PatientIndex, SearchError
 from clinsum.store import SummaryStore
 from clinsum.vocab import CONDITIONS, find_concepts
+from testkit.processes import stop_process
 
 from .scripted import Rpc, ScriptedBackend
 

@@ -18,11 +18,11 @@ from websockets.exceptions import InvalidStatus
 
 from clinsum.backends.base import DEFAULT_SETTINGS
 from clinsum.backends.embedded import EmbeddedBackend
+from testkit.fake_ollama import FakeOllama
+from testkit.inprocess import Live, inprocess
+from testkit.rpc import Peer, wait_until
 
 from .conftest import CANCEL_SLACK, ServerProcess, server_args
-from .fake_ollama import FakeOllama
-from .robust_helpers import Live, inprocess
-from .rpc import Peer, wait_until
 
 SHORT = 24  # max_tokens for tests that only need a stream, not a full summary
 
@@ -507,8 +507,9 @@ async def test_bearer_token_is_required_when_set(tmp_path: Path, data_dir: Path)
 
 async def test_ollama_backend_streams_and_fails_clearly(tmp_path: Path, data_dir: Path) -> None:
     """The real `ollama` client against a loopback server in Ollama's wire format."""
+    from testkit.fake_ollama import FakeOllama
+
     from .conftest import free_port
-    from .fake_ollama import FakeOllama
 
     async with FakeOllama(tps=200) as fake:
         server = ServerProcess(

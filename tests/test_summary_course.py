@@ -21,9 +21,8 @@ from clinsum.prompt import build_messages, prefill
 from clinsum.steering import heading
 from clinsum.store import SummaryStore
 from clinsum.tools import TOOLS
+from testkit.fake_ollama import FakeOllama
 from tests.records_helpers import changed, make_patient, make_visit
-
-from .fake_ollama import FakeOllama
 
 VISITS = (
     make_visit("2023-01-01", "blurred vision", "138/68", 180, "Diabetes",

@@ -24,10 +24,10 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from clinsum.digest import digest
 from clinsum.records import load_patients
+from testkit.inprocess import OllamaThread
+from testkit.web import PageServer, launch_chromium
 
 from .conftest import DATA, ServerProcess, server_args
-from .robust_helpers import OllamaThread
-from .web_helpers import PageServer, launch_chromium
 
 NO_VITALS = Path(__file__).parent / "data" / "no_vitals.csv"
 UNMEASURED = ("206", "208")  # visits alternately without BP or sugar; nothing measured at all

@@ -21,7 +21,7 @@ from bench.harness import (
     unique_queries,
     worker,
 )
-from tests.rpc import Peer
+from testkit.rpc import Peer
 
 CONC_SEARCH_CLIENTS = 100
 CONC_STREAMS = 20

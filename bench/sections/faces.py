@@ -22,7 +22,7 @@ from bench.harness import (
     summary,
     unique_queries,
 )
-from tests.rpc import INITIALIZE, HttpPeer, Peer, StdioPeer
+from testkit.rpc import INITIALIZE, HttpPeer, Peer, StdioPeer
 
 N_CONNECT = 100  # per network face, interleaved in blocks
 N_STDIO = 3  # each one a fresh interpreter importing torch & co.

@@ -1,4 +1,4 @@
-"""Two replicas on one PostgreSQL behind HAProxy (tests/pg.py, tests/haproxy.py): a draft
+"""Two replicas on one PostgreSQL behind HAProxy (testkit/pg.py, testkit/haproxy.py): a draft
 made on one replica saved on the other, beside a save on the replica that made it; and the
 failover time, from `kill -9` of the replica that made a draft to the first save of that
 draft acknowledged through HAProxy."""
@@ -18,14 +18,14 @@ from bench.harness import (
     RUN_DIR,
     Context,
     Row,
-    ServerProcess,
     bench_flags,
     log,
     result,
     single,
     summary,
 )
-from tests.rpc import Peer
+from testkit.processes import ServerProcess
+from testkit.rpc import Peer
 
 N_ROUND = 30  # drafts saved across replicas (and as many on the same replica)
 N_FAILOVER = 3  # kills
@@ -63,8 +63,8 @@ async def _failover(proxy_url: str, replicas: list[ServerProcess]) -> tuple[floa
 
 
 async def run(ctx: Context) -> list[Row]:
-    from tests.haproxy import HAProxy
-    from tests.pg import OWNER, PgCluster
+    from testkit.haproxy import HAProxy
+    from testkit.pg import OWNER, PgCluster
 
     served = await ctx.shared("ollama100")
     assert served.llm_url is not None

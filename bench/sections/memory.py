@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bench.harness import Context, Row, ServerProcess, log, proc_status, result, single
-from tests.rpc import Peer
+from bench.harness import Context, Row, log, proc_status, result, single
+from testkit.processes import ServerProcess
+from testkit.rpc import Peer
 
 N_IDLE_CONNECTIONS = 200
 

@@ -13,14 +13,14 @@ from bench.harness import (
     Context,
     Row,
     fake_ollama,
-    free_port,
     log,
     server,
     summarize,
     summary,
     worker,
 )
-from tests.rpc import Peer
+from testkit.processes import free_port
+from testkit.rpc import Peer
 
 STREAMS = 20
 STREAM_TOKENS = 500

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.harness import RUN_DIR, Context, Row, log, model_pids, proc_status, single, summary
+from bench.harness import RUN_DIR, Context, Row, log, proc_status, single, summary
 from bench.harness import server as running_server
-from tests.rpc import Peer
+from testkit.processes import model_pids
+from testkit.rpc import Peer
 
 CONCURRENT = (1, 2, 4)
 ROUNDS = 3

@@ -35,7 +35,7 @@ from bench.harness import (
     summary,
     worker,
 )
-from tests.rpc import HttpPeer, Peer, StdioPeer
+from testkit.rpc import HttpPeer, Peer, StdioPeer
 
 N_EMBEDDED_PATIENTS = 40
 N_EMBEDDED_QUICK = 12
@@ -90,7 +90,7 @@ class Via:
     """The way to the server: a connected peer, the server's pid (for its CPU time), and
     whether the peer speaks MCP (`tools/call` with progress) or the plain methods."""
 
-    peer: Any  # tests.rpc Peer, HttpPeer or StdioPeer
+    peer: Any  # testkit.rpc Peer, HttpPeer or StdioPeer
     pid: int
     mcp: bool
 

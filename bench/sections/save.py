@@ -15,7 +15,6 @@ from bench.harness import (
     SUMMARY_TEXT,
     Context,
     Row,
-    ServerProcess,
     log,
     result,
     server,
@@ -23,7 +22,8 @@ from bench.harness import (
     summary,
     write_summaries,
 )
-from tests.rpc import Peer
+from testkit.processes import ServerProcess
+from testkit.rpc import Peer
 
 N_SAVE = 30
 SAVE_BIG_ROWS = 100_000
@@ -145,11 +145,11 @@ async def _burst(url: str) -> float:
 async def run_stores(ctx: Context) -> list[Row]:
     """save_summary on the CSV store and on PostgreSQL, side by side in one run: the same
     fake model, one server each, saves interleaved request by request; each beside its
-    store's own `save` in-process. PostgreSQL is a private cluster (tests/pg.py) with its
+    store's own `save` in-process. PostgreSQL is a private cluster (testkit/pg.py) with its
     default durability (fsync on, synchronous commit), on loopback."""
     from clinsum.store import CsvStore, Version
     from clinsum.store.postgres import PostgresStore
-    from tests.pg import OWNER, PgCluster
+    from testkit.pg import OWNER, PgCluster
 
     served = await ctx.shared("ollama100")
     assert served.llm_url is not None

@@ -6,8 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.harness import Context, Row, ServerProcess, log, result, summary, unique_queries
-from tests.rpc import Peer
+from bench.harness import Context, Row, log, result, summary, unique_queries
+from testkit.processes import ServerProcess
+from testkit.rpc import Peer
 
 N_SEARCH = 200
 N_SEARCH_QUICK = 100

@@ -24,7 +24,7 @@ from bench.harness import (
     summarize,
     summary,
 )
-from tests.rpc import Peer
+from testkit.rpc import Peer
 
 N_STARTUPS = 3
 

@@ -1,5 +1,6 @@
-"""Shared by the robustness tests: a fake Ollama on its own thread, the search index loaded
-once per run, in-process servers whose internals a test may count, /proc counters.
+"""In-process servers and what runs beside them, for the tests and bench/web_page.py: a fake
+Ollama on its own thread, the search index loaded once per run, in-process servers whose
+internals a test may count, raw WebSocket and HTTP clients, /proc counters.
 
 The fake Ollama runs on a thread with its own event loop, so it outlives any one test's loop
 (module-scoped server processes can use it) and keeps streaming on time while the test's
@@ -29,8 +30,7 @@ from clinsum.compose import websocket
 from clinsum.config import Config
 from clinsum.faces import ws as ws_face
 from clinsum.jsonrpc import Session
-
-from .fake_ollama import FakeOllama
+from testkit.fake_ollama import FakeOllama
 
 
 class OllamaThread:

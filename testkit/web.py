@@ -1,7 +1,7 @@
 """Shared by the browser tests and bench/web_page.py: the page's server and Debian's chromium.
 
 `PageServer` runs, on a thread with its own event loop, the server's own WebSocket face
-(`robust_helpers.inprocess`, with the Ollama backend pointed at a fake whose speed the caller
+(`inprocess.inprocess`, with the Ollama backend pointed at a fake whose speed the caller
 sets) and its HTTP face (which serves the page, with its CSP), both on free loopback ports and
 sharing one `Policy`, as `mcp_server.py --http-port` runs them. In-process, so the index is
 loaded once per test run and a benchmark can time the server's sends.
@@ -18,8 +18,7 @@ from typing import Any
 
 from clinsum.config import Config
 from clinsum.faces import http as http_face
-
-from .robust_helpers import inprocess
+from testkit.inprocess import inprocess
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -42,7 +41,7 @@ def launch_chromium(playwright: Any) -> Any:
 class PageServer:
     """The WebSocket face and the page, served from a daemon thread; a context manager.
 
-    Attributes once entered: `url` (the page), `ws_url`, `live` (robust_helpers.Live).
+    Attributes once entered: `url` (the page), `ws_url`, `live` (inprocess.Live).
     """
 
     def __init__(self, data_dir: Path, summaries: Path, ollama_url: str, **config: Any) -> None:

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import free_port, stop_process
+from testkit.processes import free_port, stop_process
 
 START_TIMEOUT_S = 10
 

@@ -8,7 +8,7 @@ the sampling options of every chat request are kept. `GET /fake/stats` reports b
 tests whose fake runs in another process.
 
 In a test:   async with FakeOllama(tokens=["Hi", "!"]) as srv: ... srv.url ...
-Standalone:  python -m tests.fake_ollama --port 11500 --tps 50   (--tps 0: as fast as possible)
+Standalone:  python -m testkit.fake_ollama --port 11500 --tps 50   (--tps 0: as fast as possible)
 """
 
 from __future__ import annotations

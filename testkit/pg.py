@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.harness import free_port
+from testkit.processes import free_port
 
 USER = "clinsum-test"
 SUPERUSER = "postgres"
