@@ -266,6 +266,10 @@ def _codes(concept: Any) -> list[str]:
     ]
 
 
+def _number(value: Any) -> float | None:
+    return None if isinstance(value, bool) or not isinstance(value, int | float) else value
+
+
 def _status(concept: Any) -> str | None:
     """The code of a status CodeableConcept (Condition's clinical and verification status)."""
     codes = [c.get("code") for c in (concept or {}).get("coding") or [] if c.get("code")]
@@ -532,28 +536,34 @@ class Collector:
         codes = set(_codes(r.get("code")))
         values = []  # (kind, code, quantity, field)
         if codes & BP_PANELS:
+            # Both values of one measurement, or none: a systolic from one reading is never
+            # paired with a diastolic from another.
             found = {}
             for i, comp in enumerate(r.get("component") or []):
                 for code in {SYSTOLIC, DIASTOLIC} & set(_codes(comp.get("code"))):
-                    found[code] = (comp.get("valueQuantity"), f"component.{i}.valueQuantity")
-            for code, kind, what in (
-                (SYSTOLIC, "sys", "systolic"),
-                (DIASTOLIC, "dia", "diastolic"),
-            ):
-                if code in found:
-                    values.append((kind, found[code][0], found[code][1]))
-                else:
-                    self.skip(
-                        where, "Observation", rid, "component", f"BP panel without a {what} value"
-                    )
+                    if _number((comp.get("valueQuantity") or {}).get("value")) is not None:
+                        found[code] = (comp.get("valueQuantity"), f"component.{i}.valueQuantity")
+            missing = [
+                w for c, w in ((SYSTOLIC, "systolic"), (DIASTOLIC, "diastolic")) if c not in found
+            ]
+            if missing:
+                self.skip(
+                    where,
+                    "Observation",
+                    rid,
+                    "component",
+                    f"BP panel without a {' or '.join(missing)} value: not used",
+                )
+            else:
+                values += [("sys", *found[SYSTOLIC]), ("dia", *found[DIASTOLIC])]
         for code, kind in ((SYSTOLIC, "sys"), (DIASTOLIC, "dia"), (HBA1C, "hba1c")):
             if code in codes:
                 values.append((kind, r.get("valueQuantity"), "valueQuantity"))
         if codes & GLUCOSE:
             values.append(("sugar", r.get("valueQuantity"), "valueQuantity"))
         for kind, quantity, fld in values:
-            value = (quantity or {}).get("value")
-            if not isinstance(value, int | float) or isinstance(value, bool):
+            value = _number((quantity or {}).get("value"))
+            if value is None:
                 self.skip(where, "Observation", rid, fld, "no value")
                 continue
             if kind == "sugar":
