@@ -42,6 +42,9 @@ from .model import RecordError
 IDS_SUFFIX = ".ids.json"
 IDS_MODE = 0o600
 IDS_VERSION = 1
+# Files beside the resources that are not resources: SMART's bulk-data-client writes its export
+# log as log.ndjson; an id map of a file in the folder is ours.
+COMPANIONS = frozenset({"log.ndjson"})
 
 
 def is_ndjson(path: Path) -> bool:
@@ -70,7 +73,7 @@ def export_files(path: Path) -> tuple[list[Path], list[str]]:
     for p in sorted(path.iterdir()):
         if p.name.startswith(".") or not p.is_file():
             continue
-        if p.name.endswith(IDS_SUFFIX):  # a map of a file in this folder, not a resource
+        if p.name.endswith(IDS_SUFFIX) or p.name in COMPANIONS:
             others.append(p.name)
         elif is_ndjson(p) or p.suffix.lower() == ".json":
             files.append(p)
