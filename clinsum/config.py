@@ -98,8 +98,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Config:
     p.add_argument(
         "--data",
         type=Path,
-        help="patients file: CSV (one row per patient or per visit) or JSON list; default "
-        "patient_data.csv, else the original tool's patients_data.csv if only that is here",
+        help="patients file: CSV (one row per patient or per visit) or JSON list, or a FHIR R4 "
+        "export (a folder of Bulk Data NDJSON files or Bundles, one .ndjson(.gz), one Bundle); "
+        "default patient_data.csv, else the original tool's patients_data.csv if only that "
+        "is here",
     )
     p.add_argument(
         "--summaries",

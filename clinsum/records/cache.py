@@ -14,7 +14,9 @@ same patients took 3.9 s to build and ~400 MiB at every start-up. What search ne
 patient (name, age, gender, risk) is in the header as columns.
 
 The cache is used only while both of these match what it was written for:
-- the file's bytes (sha256), so an edited file is validated again;
+- the file's bytes (sha256), so an edited file is validated again; for a FHIR export, each
+  of its files' names, sizes and bytes, and its patient id map (`fhir.source_key`), so a
+  renumbered map is never served with the records of the old one;
 - the code that reads, validates and stores records (every module of this package), so a
   change of the rules (a new accepted spelling, a stricter range) is applied to
   every file at once.
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import orjson
 
-from . import formats
+from . import fhir, formats
 from .formats import Loaded
 from .model import RecordError
 from .parse import file_hash
@@ -74,7 +76,7 @@ def load(path: str | Path) -> Loaded:
     path = Path(path)
     try:
         key = _key(path)
-        size = path.stat().st_size
+        size = fhir.export_size(path) if path.is_dir() else path.stat().st_size
     except OSError:  # missing, a folder, unreadable: the loader says which, as a RecordError
         return formats.load(path)
     cache = cache_path(path)
@@ -90,12 +92,23 @@ def load(path: str | Path) -> Loaded:
 
 
 def _key(path: Path) -> dict[str, str]:
-    return {"data_sha256": file_hash(path), "loader": _fingerprint()}
+    """The data's sha256 (for a FHIR export: all of its files, and its id map's) and the
+    loader's."""
+    source = fhir.source_key(path) if _is_fhir(path) else {"data_sha256": file_hash(path)}
+    return {**source, "loader": _fingerprint()}
+
+
+def _is_fhir(path: Path) -> bool:
+    return fhir.looks_like_fhir(path)
 
 
 def _validate(path: Path, key: dict[str, str]) -> bytes:
     """The cache's bytes for `path`: validated here, in this process."""
     loaded = formats.load(path)
+    if "ids_sha256" in key:
+        # Loading a FHIR export may have given new patients their ids: the cache is for the
+        # id map as it is now.
+        key = {**key, **fhir.ids_key(path)}
     records = Records.of(loaded.patients, loaded.scale)
     head = {
         "key": key,

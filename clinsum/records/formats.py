@@ -295,7 +295,8 @@ def _kind(path: Path) -> str:
 
 
 def load(path: str | Path) -> Loaded:
-    """Patients from any of the three shapes, validated by `parse.validate`.
+    """Patients from any of the three shapes, validated by `parse.validate`; or from a FHIR
+    R4 export (a folder, an NDJSON file, a Bundle), read by `fhir.load`.
 
     Raises:
         RecordError: the file cannot be read or has invalid records; the message names the
@@ -304,6 +305,10 @@ def load(path: str | Path) -> Loaded:
     path = Path(path)
     if not path.exists():
         raise RecordError(f"patient data file not found: {path}")
+    from . import fhir  # here: fhir builds on this module's Loaded
+
+    if fhir.looks_like_fhir(path):  # a folder, NDJSON, or a JSON object (ours is a list)
+        return fhir.load(path)
     if not path.is_file():
         raise RecordError(f"patient data path is not a file: {path}")
     t = _Translator()
