@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clinsum.records import RecordError, cache, formats
+from clinsum.records import Loaded, RecordError, cache, formats
 
 REPO = Path(__file__).resolve().parent.parent
 ORIGINAL = REPO / "tests" / "data" / "original"
@@ -92,7 +92,7 @@ def test_new_loader_rules_are_applied_to_a_cached_file(
     calls: list[Path] = []
     real = formats.load
 
-    def counting(p: Path) -> formats.Loaded:
+    def counting(p: Path) -> Loaded:
         calls.append(p)
         return real(p)
 

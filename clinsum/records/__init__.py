@@ -13,10 +13,11 @@ its cache. Each value is parsed once, here; every layer above reads typed values
 """
 
 from .cache import load
-from .formats import Loaded, default_data_file, load_patients
+from .formats import default_data_file, load_patients
 from .model import (
     NOT_RECORDED,
     BloodPressure,
+    Loaded,
     Patient,
     RecordError,
     Visit,

@@ -37,8 +37,7 @@ from pathlib import Path
 import orjson
 
 from . import fhir, formats
-from .formats import Loaded
-from .model import RecordError
+from .model import Loaded, RecordError
 from .parse import file_hash
 from .table import Records
 

@@ -36,8 +36,7 @@ from typing import Any
 import orjson
 
 from .fhirmap import Collector, Export, assign_ids
-from .formats import Loaded
-from .model import RecordError
+from .model import Loaded, RecordError
 
 IDS_SUFFIX = ".ids.json"
 IDS_MODE = 0o600

@@ -27,13 +27,14 @@ import datetime as dt
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import fhir
 from .csvfile import read_csv
-from .model import Patient, RecordError
+from .model import Loaded, Patient, RecordError
 from .parse import COLUMNS, RawRecord, validate
 
 CANONICAL_DEFAULT = Path("patient_data.csv")
@@ -66,16 +67,6 @@ GENDERS = {"m": "Male", "f": "Female"}
 
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)")
 _SUGAR = re.compile(r"(\d+(?:\.\d*)?)\s*(?:mg/dl)?", re.I)
-
-
-@dataclass
-class Loaded:
-    """What a file held, and what start-up should say about it."""
-
-    patients: Mapping[int, Patient]  # a dict, or `table.Records`
-    kind: str  # which of the shapes above
-    scale: float  # 1.0 or 10.0
-    notes: list[str] = field(default_factory=list)  # said once in the log
 
 
 @dataclass
@@ -305,8 +296,6 @@ def load(path: str | Path) -> Loaded:
     path = Path(path)
     if not path.exists():
         raise RecordError(f"patient data file not found: {path}")
-    from . import fhir  # here: fhir builds on this module's Loaded
-
     if fhir.looks_like_fhir(path):  # a folder, NDJSON, or a JSON object (ours is a list)
         return fhir.load(path)
     if not path.is_file():

@@ -10,7 +10,8 @@ Pure: no I/O, and nothing of clinsum is imported.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 Scalar = str | int | float | bool | None
@@ -276,3 +277,13 @@ class Patient:
 
     def symptoms(self) -> tuple[str, ...]:
         return self.current_symptoms
+
+
+@dataclass
+class Loaded:
+    """What a patient file or export held, and what start-up should say about it."""
+
+    patients: Mapping[int, Patient]  # a dict, or `table.Records`
+    kind: str  # which shape of file it was
+    scale: float  # 1.0 or 10.0
+    notes: list[str] = field(default_factory=list)  # said once in the log
