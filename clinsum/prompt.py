@@ -118,11 +118,18 @@ def _identity(patient: Patient) -> str:
     conditions = _some(patient.medical_history, "conditions") or "no recorded conditions"
     symptoms = _listing(patient.current_symptoms)
     presenting = f", presenting with {symptoms}" if symptoms else ", with no current symptoms"
+    if not symptoms and patient.source_id is not None:
+        presenting = ""  # a FHIR export carries no symptom list: nothing to say either way
     article = "an" if str(patient.age).startswith("8") or patient.age in (11, 18) else "a"
     gender = _gender(patient)
     if gender not in ("male", "female"):
         # Blank, "Other", or anything else: no pronoun is right, and the noun says so.
         gender = f"patient (gender recorded as {gender})" if gender else "patient"
+    if patient.deceased is not None:
+        return (
+            f"{patient.name}, deceased ({patient.deceased}), was {article} {patient.age}-year-old "
+            f"{gender} with {conditions}{presenting}."
+        )
     return (
         f"{patient.name} is {article} {patient.age}-year-old {gender} "
         f"with {conditions}{presenting}."
@@ -191,6 +198,13 @@ def _meds(d: Digest) -> str:
     return f"Since the latest visit: {_listing_plain(parts)}."
 
 
+def _current_medications(patient: Patient) -> str:
+    """The medications now, as the record writes them: a summary names what the patient takes."""
+    if not patient.current_medications:
+        return "No current medications."
+    return f"Current medications: {_some(patient.current_medications, 'medications')}."
+
+
 def _dose(entry: str | None) -> str:
     entry = entry or ""
     return entry[len(drug_name(entry)) :].strip() or entry
@@ -213,7 +227,7 @@ def record_sentences(patient: Patient, d: Digest | None = None) -> str:
     d = d or digest(patient)
     parts = [_identity(patient), _visits(d), _vitals(d), _current_risk(patient, d)]
     parts += _trends(d, patient.score_scale)
-    parts += [_meds(d), _new_conditions(d)]
+    parts += [_meds(d), _current_medications(patient), _new_conditions(d)]
     return " ".join(p for p in parts if p)
 
 
@@ -237,7 +251,13 @@ def _facts(patient: Patient, d: Digest) -> list[tuple[str, str]]:
         ("Gender", _gender(patient)),
         ("Current symptoms", joined(patient.current_symptoms) or "none"),
         *((v.measure.capitalize(), _vital_fact(v.value, v.unit, v.category)) for v in d.vitals),
+        *([("Deceased", patient.deceased)] if patient.deceased is not None else []),
         ("Medical history", joined(patient.medical_history) or "none"),
+        *(
+            [("Past history (resolved)", joined(patient.past_history))]
+            if patient.past_history
+            else []
+        ),
         ("Current medications", joined(patient.current_medications) or "none"),
         ("Risk score", _risk_fact(patient)),
         ("Trends since the first visit", "; ".join(trends) or "no meaningful change"),

@@ -229,3 +229,13 @@ def test_windows_line_ends_and_a_byte_order_mark_are_fine(tmp_path: Path) -> Non
     path = tmp_path / "excel.csv"
     path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
     assert load_patients(path) == load_patients(DATA)
+
+
+def test_joined_entries_show_where_each_entry_ends() -> None:
+    from clinsum.records import joined
+
+    plain = ("Hypertension", "Type 2 diabetes")
+    assert joined(plain) == "Hypertension, Type 2 diabetes"
+    with_comma = ("Fracture of bone, closed", "Asthma")
+    assert joined(with_comma) == "Fracture of bone, closed; Asthma"
+    assert joined(()) == ""

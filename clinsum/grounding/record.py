@@ -79,7 +79,7 @@ def _record(patient: Patient) -> _Record:
     for entry, source in medications:
         for m in _DOSE.finditer(entry):
             doses.setdefault((float(m[1]), _dose_unit(m[2])), (entry, source))
-    texts = [str(patient.patient_id), str(patient.age), *patient.texts()]
+    texts = [str(patient.patient_id), str(patient.age), str(len(visits)), *patient.texts()]
     texts += [str(x) for x in (patient.current_bp, patient.current_sugar) if x is not None]
     for _, v in visits:
         texts.append(v.date)
@@ -96,7 +96,7 @@ def _record(patient: Patient) -> _Record:
         medications=medications,
         doses=doses,
         symptoms=symptoms,
-        dates=frozenset(v.date for v in patient.visit_history),
+        dates=frozenset([*(v.date for v in patient.visit_history), patient.deceased or ""]) - {""},
         numbers=tuple(sorted(numbers)),
     )
 

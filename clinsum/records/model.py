@@ -86,8 +86,10 @@ def is_no_entry(text: str) -> bool:
 
 
 def joined(items: tuple[str, ...]) -> str:
-    """Entries as one line, the way files and readers write them."""
-    return ", ".join(items)
+    """Entries as one line, the way files and readers write them: ", " between them, or "; "
+    when an entry holds a comma of its own (a FHIR condition name may), so that a reader
+    still sees where one entry ends."""
+    return ("; " if any("," in item for item in items) else ", ").join(items)
 
 
 def shown(value: object) -> str:
