@@ -15,6 +15,10 @@ import pytest
 
 from testkit.processes import REPO, ServerProcess, free_port, read_until
 
+# tests/server_pool.py is a plugin (pytest_plugins) that the robustness tests also import from:
+# have its asserts rewritten before the first import, as a plugin's are.
+pytest.register_assert_rewrite("tests.server_pool")
+
 DATA = REPO / "patient_data.csv"
 # Tokens a closed or cancelled answer may still sample in the embedded model process: those
 # already in the pipe, plus the one in flight when the cancel frame arrives.

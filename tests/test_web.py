@@ -1,6 +1,6 @@
 """The clinicians' web page in a real browser: Debian's chromium driven by Playwright.
 
-One server for the module (the WebSocket face and the page, `web_helpers.PageServer`), with a
+One server for the module (the WebSocket face and the page, `testkit.web.PageServer`), with a
 fake Ollama at a known speed so the summary streams visibly. The data is a small copy of
 patient_data.csv whose last patient is named like an HTML injection.
 Screenshots at 360 and 1280 px go to tests/artifacts/ (not committed).
