@@ -137,6 +137,7 @@ def test_strict_prefill_is_the_records_words_then_the_models_heading() -> None:
         "sugar 182 mg/dL is above target. Risk score 0.78. Blood sugar, systolic blood pressure "
         "and risk score "
         "changed little since 2024-03-02. Since the latest visit: metformin started. "
+        "Current medications: lisinopril 10mg and metformin 500mg. "
         "Type 2 diabetes was recorded after the first visit. Recommendation: for the blood "
         "pressure, continue"
     )
