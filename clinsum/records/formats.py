@@ -295,7 +295,12 @@ def load(path: str | Path) -> Loaded:
     """
     path = Path(path)
     if not path.exists():
-        raise RecordError(f"patient data file not found: {path}")
+        # An installed server started from another folder (an MCP host starts it in one of
+        # its own) finds no patient_data.csv there: say where it looked.
+        where = "" if path.is_absolute() else f" in {Path.cwd()}"
+        raise RecordError(
+            f"patient data file not found: {path}{where}; pass --data PATH (the patients file)"
+        )
     if fhir.looks_like_fhir(path):  # a folder, NDJSON, or a JSON object (ours is a list)
         return fhir.load(path)
     if not path.is_file():
