@@ -33,9 +33,9 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from bench.harness import READY, free_port, stop_process
+from testkit.processes import READY, free_port, stop_process
+from testkit.rpc import INITIALIZE, Peer, StdioPeer
 from tests.conftest import DATA, REPO
-from tests.rpc import INITIALIZE, Peer, StdioPeer
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 WHEELS = REPO / ".wheels"  # where `make setup` builds the portable llama-cpp-python wheel
