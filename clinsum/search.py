@@ -60,7 +60,7 @@ from clinsum.phrases import (
     whole_query,
 )
 from clinsum.phrases import key as phrase_key
-from clinsum.records import Patient, RecordError, Records, file_hash
+from clinsum.records import Patient, RecordError, Records, source_hash
 from clinsum.spelling import LETTERS, Speller, load_dictionary, vocabulary_words
 
 if TYPE_CHECKING:
@@ -643,7 +643,7 @@ class _Corpus:
         (saved for next time when the folder is writable)."""
         store = data_path.parent / f"{data_path.stem}.terms.npz"
         try:
-            data_hash = records.source_sha256 or file_hash(data_path)
+            data_hash = records.source_sha256 or source_hash(data_path)
         except OSError as exc:
             raise SearchError(f"cannot read the data file {data_path}: {exc}") from None
         fresh = {"data_hash": data_hash, "version": INDEX_VERSION, "size": len(records)}

@@ -79,11 +79,12 @@ class OllamaThread:
 
 @functools.cache
 def patients_and_index(data_path: str) -> tuple[dict, Any]:
-    """The patients and the search index, loaded once per test process (~10 s)."""
-    from clinsum.records import load_patients
+    """The patients (any file or export the server reads) and the search index, loaded once
+    per test process (~10 s)."""
+    from clinsum.records import formats
     from clinsum.search import PatientIndex
 
-    patients = load_patients(data_path)
+    patients = formats.load(data_path).patients
     return patients, PatientIndex.open(patients, Path(data_path), show_progress=False)
 
 
@@ -123,8 +124,12 @@ async def inprocess(
     **config: Any,
 ) -> AsyncIterator[Live]:
     """`clinsum.compose.websocket` on a free loopback port, with the Ollama backend at
-    `ollama_url` (or `backend`, if given) and the index shared by every in-process test."""
+    `ollama_url` (or `backend`, if given) and the index shared by every in-process test.
+
+    `data_dir` holds `patient_data.csv`, or is itself a FHIR export folder."""
     data = data_dir / "patient_data.csv"
+    if not data.exists():
+        data = data_dir
     app = await make_app(data, summaries, ollama_url, llm_timeout, max_inflight, backend)
     cfg = Config(port=0, data=data, summaries=summaries, max_inflight=max_inflight, **config)
     original = ws_face.Transport

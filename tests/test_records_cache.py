@@ -244,7 +244,7 @@ def test_the_index_is_keyed_by_the_records_hash_without_reading_the_file_again(
     def no_second_read(p: object) -> str:
         raise AssertionError("hashed the data file again")
 
-    monkeypatch.setattr(search, "file_hash", no_second_read)
+    monkeypatch.setattr(search, "source_hash", no_second_read)
     index = search.PatientIndex.open(records, path, embedder=load_embedder(), show_progress=False)
     assert index.search("diabetes", 1)
     assert cache.Records.of(formats.load(path).patients).source_sha256 is None

@@ -12,6 +12,7 @@ import csv
 import itertools
 import json
 import re
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +24,7 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from clinsum.digest import digest
-from clinsum.records import load_patients
+from clinsum.records import formats, load_patients
 from testkit.inprocess import OllamaThread
 from testkit.web import PageServer, launch_chromium
 
@@ -388,6 +389,34 @@ def test_a_record_without_vitals_shows_gaps_and_not_recorded(
     assert page.locator("#chart-sugar polyline").count() == _runs(sugars)
     assert "0 mg/dL" not in page.locator("#patient").inner_text()
     assert watched.errors == []
+
+
+def test_a_fhir_export_is_shown_like_a_csv_record(
+    watched: Watched, ollama: OllamaThread, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A patient of a FHIR export: the source id, the death and the resolved conditions in
+    the record, "not recorded" for the risk the export has none of, and charts with no error
+    (issue #24)."""
+    export = tmp_path_factory.mktemp("fhirweb") / "bulk"
+    shutil.copytree(Path(__file__).parent / "data" / "fhir" / "bulk", export)
+    patients = formats.load(export).patients
+    dead = next(p for p in patients.values() if p.deceased is not None)
+    summaries = tmp_path_factory.mktemp("fhirsummaries") / "patient_summaries.csv"
+    with PageServer(export, summaries, ollama.url) as srv:
+        page = watched.page
+        page.goto(srv.url)
+        expect(page.locator("#conn")).to_contain_text("Connected")
+        _search(page, dead.name)
+        _open(page, dead.name)
+        record = page.locator("#record")
+        expect(record).to_contain_text(f"Source id{dead.source_id}")
+        expect(record).to_contain_text(f"Deceased{dead.deceased}")
+        expect(record).to_contain_text("Risk scorenot recorded")
+        if dead.past_history:
+            expect(record).to_contain_text("Past history")
+        bp_chart = page.locator('svg[aria-label^="Blood pressure"]')
+        expect(bp_chart).to_have_attribute("aria-label", re.compile(f"now {dead.current_bp}"))
+        assert watched.errors == []
 
 
 def test_a_respelled_query_shows_what_was_searched(server: PageServer, watched: Watched) -> None:

@@ -12,7 +12,7 @@ its cache. Each value is parsed once, here; every layer above reads typed values
   again at start-up.
 """
 
-from .cache import load
+from .cache import load, source_hash
 from .formats import default_data_file, load_patients
 from .model import (
     NOT_RECORDED,
@@ -47,4 +47,5 @@ __all__ = [
     "load",
     "load_patients",
     "shown",
+    "source_hash",
 ]

@@ -93,8 +93,15 @@ def load(path: str | Path) -> Loaded:
 def _key(path: Path) -> dict[str, str]:
     """The data's sha256 (for a FHIR export: all of its files, and its id map's) and the
     loader's."""
-    source = fhir.source_key(path) if _is_fhir(path) else {"data_sha256": file_hash(path)}
+    source = fhir.source_key(path) if _is_fhir(path) else {"data_sha256": source_hash(path)}
     return {**source, "loader": _fingerprint()}
+
+
+def source_hash(path: str | Path) -> str:
+    """The sha256 the records (and the search index) of `path` are keyed by: the file's bytes,
+    or every file of a FHIR export."""
+    path = Path(path)
+    return fhir.source_key(path)["data_sha256"] if _is_fhir(path) else file_hash(path)
 
 
 def _is_fhir(path: Path) -> bool:

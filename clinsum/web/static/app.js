@@ -256,6 +256,10 @@ function renderPatient(p) {
     ["History", p.medical_history],
     ["Medications", p.current_medications],
   ];
+  // What a FHIR export adds: the record's own id there, a death, the conditions resolved.
+  if (p.source_id !== undefined) fields.splice(1, 0, ["Source id", p.source_id]);
+  if (p.deceased !== undefined) fields.splice(2, 0, ["Deceased", p.deceased]);
+  if (p.past_history !== undefined) fields.push(["Past history", p.past_history]);
   for (const [label, value] of fields) {
     const row = node("div");
     row.append(node("dt", label), node("dd", value));
