@@ -228,6 +228,7 @@ class Digest:
 
 BP_FLAGGED = frozenset({"stage 2", "crisis"})
 SUGAR_FLAGGED = frozenset({"low", "high", "crisis"})
+FLAGGED = BP_FLAGGED | SUGAR_FLAGGED
 MILD = frozenset({"elevated", "stage 1", "above target"})  # above normal, not flagged
 
 
@@ -266,7 +267,7 @@ def _vital(measure: str, value: object, unit: str, category: str | None) -> Vita
         str(value),
         unit,
         category,
-        flagged=category in BP_FLAGGED | SUGAR_FLAGGED,
+        flagged=category in FLAGGED,
         mild=category in MILD,
         crisis=category == "crisis",
     )

@@ -78,5 +78,10 @@ async def test_search_fetch_and_summarize_a_fhir_export(server: ServerProcess, e
         assert unmeasured.medical_history[0].lower() in text.lower()
         assert unmeasured.current_medications[0].lower() in text.lower()
         assert done["grounding"]["ok"], done["grounding"]
+        # Saved under the patient's int from the id map, and read back by it.
+        saved = await peer.result("save_summary", {"summary_id": done["summary_id"]})
+        assert saved["saved"] and saved["patient_id"] == unmeasured.patient_id
+        history = await peer.result("summary_history", {"patient_id": unmeasured.patient_id})
+        assert [v["summary"] for v in history["versions"]] == [text]
     finally:
         await peer.close()

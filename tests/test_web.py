@@ -412,8 +412,8 @@ def test_a_fhir_export_is_shown_like_a_csv_record(
         expect(record).to_contain_text(f"Source id{dead.source_id}")
         expect(record).to_contain_text(f"Deceased{dead.deceased}")
         expect(record).to_contain_text("Risk scorenot recorded")
-        if dead.past_history:
-            expect(record).to_contain_text("Past history")
+        assert dead.past_history  # Synthea's resolved conditions, with their dates
+        expect(record).to_contain_text(f"Past history{dead.past_history[0]}")
         bp_chart = page.locator('svg[aria-label^="Blood pressure"]')
         expect(bp_chart).to_have_attribute("aria-label", re.compile(f"now {dead.current_bp}"))
         assert watched.errors == []

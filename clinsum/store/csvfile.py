@@ -30,6 +30,7 @@ import logging
 import os
 import tempfile
 import threading
+from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -434,18 +435,8 @@ class CsvStore:
         return None
 
     async def save(self, version: Version, event: Event | None = None) -> int:
-        v = version
-        return await asyncio.to_thread(
-            self.file.save,
-            v.patient_id,
-            v.name,
-            v.text,
-            v.model,
-            v.generated_at,
-            v.grounded,
-            v.edited,
-            v.summary_id,
-        )
+        # SummaryStore.save takes a Version's fields in their order.
+        return await asyncio.to_thread(self.file.save, *astuple(version))
 
     async def current(self) -> list[dict[str, str]]:
         return await asyncio.to_thread(self.file.rows)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import astuple
 from typing import Any, TypeVar
 
 import psycopg
@@ -280,17 +281,7 @@ class PostgresStore:
                     "generated_at, grounded, edited, summary_id) "
                     "SELECT %s, coalesce(max(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s "
                     "FROM summary_versions WHERE patient_id = %s RETURNING version",
-                    (
-                        v.patient_id,
-                        v.name,
-                        v.text,
-                        v.model,
-                        v.generated_at,
-                        v.grounded,
-                        v.edited,
-                        v.summary_id,
-                        v.patient_id,
-                    ),
+                    (*astuple(v), v.patient_id),  # the columns above, in Version's order
                 )
                 row = await cur.fetchone()
                 assert row is not None
