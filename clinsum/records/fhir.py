@@ -31,12 +31,14 @@ import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .fhirmap import Collector, Export, assign_ids
 from .model import Loaded, RecordError
+
+if TYPE_CHECKING:
+    from .fhirmap import Collector, Export
 
 IDS_SUFFIX = ".ids.json"
 IDS_MODE = 0o600
@@ -125,6 +127,10 @@ def load(path: str | Path) -> Loaded:
             f"{path}: no FHIR files in this folder (expected Bulk Data .ndjson or "
             ".ndjson.gz files, or Bundles as .json)"
         )
+    # Here, not at the top: the validating classes take ~150 ms to import, which a CSV
+    # start-up, the clients and the records cache's child do not need.
+    from .fhirmap import Collector
+
     collector = Collector()
     for f in files:
         for where, resource in _resources(f):
@@ -154,6 +160,8 @@ def _finish(collector: Collector, path: Path) -> Export:
     """Patients numbered through the id map, the map saved first if it grew."""
     where = ids_path(path)
     known = _read_ids(where)
+    from .fhirmap import assign_ids
+
     ids = assign_ids(known, collector.fhir_ids())
     if ids != known:
         _write_ids(where, ids)
